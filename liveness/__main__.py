@@ -1,0 +1,3 @@
+from liveness.cli import main
+
+raise SystemExit(main())

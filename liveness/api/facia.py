@@ -1,0 +1,62 @@
+"""FACIA-compatible ``POST /liveness``: FACIA's request shape, status codes and exact bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from liveness import errors as E
+from liveness.errors import LivenessError
+from liveness.imaging import ImageLimits, strip_data_uri_and_b64decode
+from liveness.pipeline import LivenessResult
+
+SUCCESS_STATUS = 201
+
+INVALID_CREDENTIALS = {"message": "Invalid credentials"}
+CORRUPT = {"error": "Invalid or corrupt selfie image. Images must be in PNG, JPG, or JPEG format."}
+REQUIRED = {"error": "Selfie_image is required and must be a JPEG, JPG or PNG."}
+LIMIT_REACHED = {"message": "Your request limit has been reached."}
+
+
+def parse_request(body: bytes) -> tuple[str | None, dict[str, Any]]:
+    """-> (hash_id, the JSON document).  The image is decoded later, after authentication."""
+    try:
+        doc = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    key = doc.get("hash_id")
+    return (key if isinstance(key, str) and key else None), doc
+
+
+def selfie_bytes(doc: dict[str, Any], limits: ImageLimits) -> bytes:
+    image = doc.get("selfie_image")
+    if not isinstance(image, str) or not image.strip():
+        raise LivenessError(E.MISSING_IMAGE, "selfie_image is required")
+    return strip_data_uri_and_b64decode(image, limits)
+
+
+def response(result: LivenessResult) -> dict[str, Any]:
+    return {
+        "liveness_result": {"is_live": int(result.is_live), "liveness_score": round(result.score, 4)},
+        "message": "Success",
+    }
+
+
+def error_response(err: LivenessError) -> tuple[int, dict[str, Any]]:
+    """FACIA's bodies for the cases FACIA documents; FACIA's style for the ones it does not."""
+    kind = err.kind
+    if kind in (E.MISSING_API_KEY, E.INVALID_API_KEY):
+        return 401, INVALID_CREDENTIALS
+    if kind is E.QUOTA_EXCEEDED:
+        return 429, LIMIT_REACHED
+    if kind is E.MISSING_IMAGE:
+        return 400, REQUIRED
+    if kind in (E.INVALID_BASE64, E.EMPTY_IMAGE, E.UNSUPPORTED_FORMAT, E.CORRUPT_IMAGE, E.INVALID_REQUEST):
+        return 400, CORRUPT
+    if kind in (E.IMAGE_TOO_LARGE, E.IMAGE_TOO_MANY_PIXELS, E.IMAGE_TOO_SMALL):
+        return kind.status, {"error": err.message}
+    if kind in (E.NO_FACE, E.MULTIPLE_FACES):
+        return 400, {"error": err.message}
+    return kind.status, {"error": err.message}

@@ -1,0 +1,81 @@
+"""Native API ``POST /v1/liveness``: JSON base64, multipart upload or a raw image body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from liveness.api.multipart import parse_form
+from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
+from liveness.imaging import ImageLimits, sniff_format, strip_data_uri_and_b64decode
+from liveness.pipeline import LivenessResult
+
+IMAGE_FIELDS = ("image", "file", "selfie_image", "image_base64")
+
+
+def api_key_from(headers: Mapping[str, str], fields: Mapping[str, Any]) -> str | None:
+    key = headers.get("x-api-key") or fields.get("hash_id")
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    return key.strip() if isinstance(key, str) and key.strip() else None
+
+
+def parse_request(
+    body: bytes, content_type: str, headers: Mapping[str, str], limits: ImageLimits
+) -> tuple[str | None, Callable[[], bytes]]:
+    """-> (api key, a callable giving the image bytes).  The callable runs after the key is
+    checked, so a refused client costs no base64 decoding.  Errors are LivenessErrors."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        form = parse_form(body, content_type)
+        part = next((form[f] for f in IMAGE_FIELDS if f in form), None)
+
+        def form_image() -> bytes:
+            if not part:
+                raise LivenessError(MISSING_IMAGE, "Send the image in a multipart field named 'image'.")
+            # A form field may carry base64 text instead of a file.
+            if sniff_format(part) is None and _is_ascii(part):
+                return strip_data_uri_and_b64decode(part.decode("ascii"), limits)
+            return part
+
+        return api_key_from(headers, form), form_image
+    if media == "application/json" or (media in ("", "text/plain") and body.lstrip()[:1] == b"{"):
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
+        if not isinstance(doc, dict):
+            raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
+        text = next((doc[f] for f in IMAGE_FIELDS if doc.get(f) is not None), None)
+
+        def json_image() -> bytes:
+            if text is None or text == "":
+                raise LivenessError(MISSING_IMAGE, "The JSON body needs an 'image' field with base64 image data.")
+            if not isinstance(text, str):
+                raise LivenessError(INVALID_REQUEST, "'image' must be a base64 string.")
+            return strip_data_uri_and_b64decode(text, limits)
+
+        return api_key_from(headers, doc), json_image
+    # Anything else is the image itself (image/jpeg, image/png, application/octet-stream).
+    return api_key_from(headers, {}), lambda: body
+
+
+def _is_ascii(b: bytes) -> bool:
+    return b.isascii() and bool(b.strip())
+
+
+def response(result: LivenessResult, request_id: str) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "decision": "live" if result.is_live else "spoof",
+        "is_live": result.is_live,
+        "score": round(result.score, 6),
+        "threshold": result.threshold,
+        "face": result.face.as_dict(),
+        "faces_found": result.faces_found,
+        "quality_flags": list(result.quality_flags),
+        "model_scores": {k: round(v, 6) for k, v in result.model_scores.items()},
+        "models": [m.as_dict() for m in result.models],
+        "image": {"width": result.image_size[0], "height": result.image_size[1]},
+        "timings_ms": result.timings_ms,
+    }

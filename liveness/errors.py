@@ -1,0 +1,67 @@
+"""One error type for the whole domain: a machine-readable code, an HTTP status and a message.
+
+Adapters (native JSON envelope, FACIA bodies, gRPC status codes) translate a ``LivenessError``
+into their own wire format; the domain never formats responses itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    code: str
+    status: int
+    # Whether the client pays for a request that ends with this error.  Only our own
+    # success is charged; bad input and our failures are refunded.
+    charged: bool = False
+
+
+# The documented catalogue (README "Errors").  Adding a code here is the only way to add one.
+MISSING_IMAGE = ErrorKind("missing_image", 400)
+INVALID_BASE64 = ErrorKind("invalid_base64", 400)
+INVALID_REQUEST = ErrorKind("invalid_request", 400)
+EMPTY_IMAGE = ErrorKind("empty_image", 400)
+UNSUPPORTED_FORMAT = ErrorKind("unsupported_format", 415)
+CORRUPT_IMAGE = ErrorKind("corrupt_image", 400)
+IMAGE_TOO_LARGE = ErrorKind("image_too_large", 413)
+IMAGE_TOO_MANY_PIXELS = ErrorKind("image_too_many_pixels", 413)
+IMAGE_TOO_SMALL = ErrorKind("image_too_small", 400)
+NO_FACE = ErrorKind("no_face", 422)
+MULTIPLE_FACES = ErrorKind("multiple_faces", 422)
+MISSING_API_KEY = ErrorKind("missing_api_key", 401)
+INVALID_API_KEY = ErrorKind("invalid_api_key", 401)
+QUOTA_EXCEEDED = ErrorKind("quota_exceeded", 429)
+NOT_READY = ErrorKind("not_ready", 503)
+MODEL_UNAVAILABLE = ErrorKind("model_unavailable", 503)
+INTERNAL_ERROR = ErrorKind("internal_error", 500)
+
+CATALOGUE: tuple[ErrorKind, ...] = tuple(
+    v for v in list(globals().values()) if isinstance(v, ErrorKind)
+)
+
+
+@dataclass
+class LivenessError(Exception):
+    kind: ErrorKind
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(f"{self.kind.code}: {self.message}")
+
+    @property
+    def code(self) -> str:
+        return self.kind.code
+
+    @property
+    def status(self) -> int:
+        return self.kind.status
+
+    def envelope(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}

@@ -1,0 +1,36 @@
+"""API-key ("hash_id") store with request quotas.  No web-framework imports here."""
+
+from __future__ import annotations
+
+from .base import (
+    DEFAULT_PERIOD,
+    PERIODS,
+    Clock,
+    IssuedKey,
+    KeyInfo,
+    KeyLookupError,
+    KeyStore,
+    Period,
+    Reservation,
+    Usage,
+    bucket_for,
+    hash_key,
+)
+from .sqlite_store import SqliteKeyStore
+
+__all__ = [
+    "DEFAULT_PERIOD", "PERIODS", "Clock", "IssuedKey", "KeyInfo", "KeyLookupError", "KeyStore",
+    "Period", "Reservation", "Usage", "bucket_for", "hash_key", "SqliteKeyStore",
+    "open_key_store",
+]
+
+
+def open_key_store(
+    sqlite_path: str, mongodb_uri: str | None, *, clock: Clock | None = None
+) -> KeyStore:
+    """MongoDB when ``mongodb_uri`` is non-empty, otherwise the SQLite file at ``sqlite_path``."""
+    if mongodb_uri:
+        from .mongo_store import MongoKeyStore  # pymongo imported only when Mongo is used
+
+        return MongoKeyStore(mongodb_uri, clock=clock)
+    return SqliteKeyStore(sqlite_path, clock=clock)

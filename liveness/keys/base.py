@@ -1,0 +1,246 @@
+"""API keys ("hash_id") with request quotas: shared types, helpers and the ``KeyStore`` contract.
+
+Raw keys look like ``lk_<43 url-safe chars>`` and are shown exactly once, by ``create``.  Stores keep
+only ``sha256(raw_key)`` (hex) plus an 8-character display prefix; a plain hash is enough because
+the keys carry 256 bits of entropy, so there is nothing to brute-force.
+
+Quota accounting is per *bucket*: ``"2026-11-24"`` for daily keys, ``"2026-11"`` for monthly keys
+and ``"total"`` for lifetime keys.  ``reserve`` charges one request up front in a single atomic
+conditional update; the caller then either ``commit``s (success) or ``refund``s (the request ended
+with an error the client is not charged for).  A refund always goes to the bucket the reservation
+was made in, even if the period rolled over in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Literal, get_args
+
+from liveness.errors import INVALID_API_KEY, MISSING_API_KEY, QUOTA_EXCEEDED, LivenessError
+
+Period = Literal["day", "month", "total"]
+PERIODS: tuple[str, ...] = get_args(Period)
+DEFAULT_PERIOD: Period = "month"
+
+KEY_PREFIX = "lk_"
+DISPLAY_PREFIX_LEN = 8
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --------------------------------------------------------------------------- value types
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """Everything about a key that is safe to show; never the raw key nor its hash."""
+
+    key_id: str
+    name: str
+    prefix: str
+    limit: int
+    period: Period
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """Result of ``KeyStore.create``: the stored record plus the raw key (shown once)."""
+
+    info: KeyInfo
+    raw_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One request charged against a key; pass it to ``commit`` or ``refund`` exactly once."""
+
+    key_id: str
+    period: Period
+    bucket: str
+    used: int  # bucket usage right after this reservation (including it)
+    limit: int
+    reserved_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class Usage:
+    key_id: str
+    period: Period
+    bucket: str
+    used: int
+    limit: int
+    remaining: int
+    succeeded: int
+    refunded: int
+
+
+class KeyLookupError(LookupError):
+    """An admin lookup (``revoke``/``usage``) by key_id or name matched no key, or several."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def generate_raw_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_key_id() -> str:
+    return secrets.token_hex(6)
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+def display_prefix(raw_key: str) -> str:
+    return raw_key[:DISPLAY_PREFIX_LEN]
+
+
+def as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("clock must return a timezone-aware datetime")
+    return moment.astimezone(timezone.utc)
+
+
+def bucket_for(period: str, moment: datetime) -> str:
+    moment = as_utc(moment)
+    if period == "day":
+        return moment.strftime("%Y-%m-%d")
+    if period == "month":
+        return moment.strftime("%Y-%m")
+    if period == "total":
+        return "total"
+    raise ValueError(f"unknown period {period!r}")
+
+
+def bucket_resets_at(period: str, moment: datetime) -> datetime | None:
+    """Start of the bucket after the one ``moment`` falls in (``None`` for ``total``)."""
+    moment = as_utc(moment)
+    if period == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    if period == "month":
+        first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return (first + timedelta(days=32)).replace(day=1)
+    return None
+
+
+def validate_new_key(name: str, limit: int, period: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("name must be a non-empty string")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError("limit must be an integer >= 0")
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+
+
+def invalid_key_error() -> LivenessError:
+    return LivenessError(INVALID_API_KEY, "API key is invalid or revoked")
+
+
+def missing_key_error() -> LivenessError:
+    return LivenessError(MISSING_API_KEY, "API key is missing")
+
+
+def quota_exceeded_error(info: KeyInfo, bucket: str, moment: datetime) -> LivenessError:
+    details: dict[str, object] = {"limit": info.limit, "period": info.period, "bucket": bucket}
+    resets = bucket_resets_at(info.period, moment)
+    if resets is not None:
+        details["resets_at"] = resets.isoformat()
+    return LivenessError(
+        QUOTA_EXCEEDED, f"quota of {info.limit} requests per {info.period} exhausted", details
+    )
+
+
+def pick_by_ref(ref: str, by_id: KeyInfo | None, by_name: list[KeyInfo]) -> KeyInfo:
+    """Resolve an admin reference: exact key_id first, then the single active key with that
+    name, then (only revoked ones left) the most recently created one."""
+    if by_id is not None:
+        return by_id
+    active = [k for k in by_name if not k.revoked]
+    if len(active) == 1:
+        return active[0]
+    if len(active) > 1:
+        ids = ", ".join(k.key_id for k in active)
+        raise KeyLookupError(f"name {ref!r} is ambiguous (key_ids: {ids}); use a key_id")
+    if by_name:
+        return max(by_name, key=lambda k: k.created_at)
+    raise KeyLookupError(f"no key with key_id or name {ref!r}")
+
+
+# --------------------------------------------------------------------------- contract
+
+
+class KeyStore(ABC):
+    """Storage for API keys and their per-period usage counters.
+
+    Implementations must be safe to share between threads and must never overspend a quota,
+    even when several processes use the same backing store.
+    """
+
+    clock: Clock
+
+    @abstractmethod
+    def create(self, name: str, limit: int, period: str = DEFAULT_PERIOD) -> IssuedKey:
+        """Issue a key.  The raw key is only in the returned value; only its hash is stored."""
+
+    @abstractmethod
+    def authenticate(self, raw_key: str | None) -> KeyInfo:
+        """Look a raw key up without charging it.  Raises MISSING_API_KEY / INVALID_API_KEY."""
+
+    @abstractmethod
+    def reserve(self, raw_key: str | None) -> Reservation:
+        """Authenticate and atomically charge one request in the current bucket.
+
+        Raises MISSING_API_KEY / INVALID_API_KEY, or QUOTA_EXCEEDED when used >= limit."""
+
+    @abstractmethod
+    def commit(self, reservation: Reservation) -> None:
+        """Record that the reserved request succeeded (the charge stands)."""
+
+    @abstractmethod
+    def refund(self, reservation: Reservation) -> None:
+        """Give the reserved request back (in its original bucket; never below 0)."""
+
+    @abstractmethod
+    def list_keys(self) -> list[KeyInfo]:
+        """All keys, oldest first, revoked ones included."""
+
+    @abstractmethod
+    def get(self, ref: str) -> KeyInfo:
+        """Resolve a key_id or name (see ``pick_by_ref``).  Raises ``KeyLookupError``."""
+
+    @abstractmethod
+    def revoke(self, ref: str) -> KeyInfo:
+        """Revoke by key_id or name; idempotent (keeps the first revocation time)."""
+
+    @abstractmethod
+    def usage(self, ref: str) -> Usage:
+        """Usage of the current bucket for a key_id or name."""
+
+    def close(self) -> None:  # pragma: no cover - trivial default
+        pass
+
+    def __enter__(self) -> "KeyStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,242 @@
+"""MongoDB-backed ``KeyStore``.
+
+Atomicity comes from MongoDB's single-document guarantees: the usage document for
+``(key_id, bucket)`` is created with an upsert (``$setOnInsert``), then charged with one
+``find_one_and_update({"used": {"$lt": limit}}, {"$inc": {"used": 1}})``.  No client-side
+read-modify-write is involved, so any number of threads/processes/hosts can share the store.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, ContextManager
+
+from pymongo import ASCENDING, MongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from .base import (
+    DEFAULT_PERIOD,
+    Clock,
+    IssuedKey,
+    KeyInfo,
+    KeyStore,
+    Reservation,
+    Usage,
+    as_utc,
+    bucket_for,
+    display_prefix,
+    generate_key_id,
+    generate_raw_key,
+    hash_key,
+    invalid_key_error,
+    missing_key_error,
+    pick_by_ref,
+    quota_exceeded_error,
+    utcnow,
+    validate_new_key,
+)
+
+SCHEMA_VERSION = 1
+_KEY_PROJECTION = {
+    "_id": 0, "key_id": 1, "name": 1, "prefix": 1, "limit": 1, "period": 1,
+    "created_at": 1, "revoked_at": 1,
+}
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # pymongo returns naive UTC datetimes unless the client was built with tz_aware=True.
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _to_ms(value: datetime) -> datetime:
+    """BSON dates have millisecond precision; truncate up front so returned values match."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _doc_to_info(doc: dict[str, Any]) -> KeyInfo:
+    return KeyInfo(
+        key_id=doc["key_id"],
+        name=doc["name"],
+        prefix=doc["prefix"],
+        limit=int(doc["limit"]),
+        period=doc["period"],
+        created_at=_aware(doc["created_at"]),  # type: ignore[arg-type]
+        revoked_at=_aware(doc.get("revoked_at")),
+    )
+
+
+class MongoKeyStore(KeyStore):
+    """``client_or_uri``: a ``MongoClient`` (or mongomock client) or a ``mongodb://`` URI.
+
+    ``serialize=True`` additionally runs every operation of this object under a process-local
+    lock.  Real MongoDB never needs it (and it would only cost throughput); it exists for
+    in-process fakes such as mongomock, which is not thread-safe: its ``find_one_and_update``
+    is a find followed by a separate update, and its unique-index check races too.
+    """
+
+    def __init__(
+        self,
+        client_or_uri: Any,
+        db_name: str = "liveness",
+        *,
+        clock: Clock | None = None,
+        serialize: bool = False,
+    ) -> None:
+        self._owns_client = isinstance(client_or_uri, str)
+        self.client = MongoClient(client_or_uri, tz_aware=True) if self._owns_client else client_or_uri
+        self.db = self.client[db_name]
+        self.keys = self.db["api_keys"]
+        self.usage_docs = self.db["usage"]
+        self.meta = self.db["meta"]
+        self.clock = clock or utcnow
+        self._lock: threading.RLock | None = threading.RLock() if serialize else None
+        self._migrate()
+
+    def _guard(self) -> ContextManager[Any]:
+        return self._lock if self._lock is not None else nullcontext()
+
+    def _migrate(self) -> None:
+        try:
+            self.meta.update_one(
+                {"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}}, upsert=True
+            )
+        except DuplicateKeyError:  # another process created it concurrently
+            pass
+        version = int(self.meta.find_one({"_id": "schema"})["version"])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"key-store schema v{version}; this code knows v{SCHEMA_VERSION}")
+        self.keys.create_index([("key_hash", ASCENDING)], unique=True, name="key_hash_unique")
+        self.keys.create_index([("key_id", ASCENDING)], unique=True, name="key_id_unique")
+        self.keys.create_index([("name", ASCENDING)], name="name")
+        self.usage_docs.create_index(
+            [("key_id", ASCENDING), ("bucket", ASCENDING)], unique=True, name="key_bucket_unique"
+        )
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    # ------------------------------------------------------------------ lookups
+
+    def _by_hash(self, raw_key: str) -> KeyInfo | None:
+        doc = self.keys.find_one({"key_hash": hash_key(raw_key)}, dict(_KEY_PROJECTION))
+        return _doc_to_info(doc) if doc else None
+
+    def _resolve(self, ref: str) -> KeyInfo:
+        by_id = self.keys.find_one({"key_id": ref}, dict(_KEY_PROJECTION))
+        by_name = [_doc_to_info(d) for d in self.keys.find({"name": ref}, dict(_KEY_PROJECTION))]
+        return pick_by_ref(ref, _doc_to_info(by_id) if by_id else None, by_name)
+
+    # ------------------------------------------------------------------ KeyStore API
+
+    def create(self, name: str, limit: int, period: str = DEFAULT_PERIOD) -> IssuedKey:
+        validate_new_key(name, limit, period)
+        raw_key = generate_raw_key()
+        created_at = _to_ms(as_utc(self.clock()))
+        for _attempt in range(5):
+            info = KeyInfo(
+                key_id=generate_key_id(), name=name, prefix=display_prefix(raw_key), limit=limit,
+                period=period, created_at=created_at,  # type: ignore[arg-type]
+            )
+            try:
+                with self._guard():
+                    self.keys.insert_one({
+                        "key_id": info.key_id, "name": name, "prefix": info.prefix,
+                        "key_hash": hash_key(raw_key), "limit": limit, "period": period,
+                        "created_at": created_at, "revoked_at": None,
+                    })
+                return IssuedKey(info=info, raw_key=raw_key)
+            except DuplicateKeyError:  # key_id collision (astronomically unlikely): retry
+                continue
+        raise RuntimeError("could not allocate a unique key_id")
+
+    def authenticate(self, raw_key: str | None) -> KeyInfo:
+        if not raw_key:
+            raise missing_key_error()
+        with self._guard():
+            info = self._by_hash(raw_key)
+        if info is None or info.revoked:
+            raise invalid_key_error()
+        return info
+
+    def reserve(self, raw_key: str | None) -> Reservation:
+        with self._guard():
+            info = self.authenticate(raw_key)
+            now = as_utc(self.clock())
+            bucket = bucket_for(info.period, now)
+            where = {"key_id": info.key_id, "bucket": bucket}
+            try:
+                self.usage_docs.update_one(
+                    where,
+                    {"$setOnInsert": {"used": 0, "succeeded": 0, "refunded": 0, "created_at": now}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:  # a concurrent upsert won the race; the doc exists now
+                pass
+            doc = self.usage_docs.find_one_and_update(
+                {**where, "used": {"$lt": info.limit}},
+                {"$inc": {"used": 1}},
+                projection={"used": 1},  # keep _id: mongomock re-finds by it
+                return_document=ReturnDocument.AFTER,
+            )
+        if doc is None:
+            raise quota_exceeded_error(info, bucket, now)
+        return Reservation(
+            key_id=info.key_id, period=info.period, bucket=bucket, used=int(doc["used"]),
+            limit=info.limit, reserved_at=now,
+        )
+
+    def commit(self, reservation: Reservation) -> None:
+        with self._guard():
+            self.usage_docs.update_one(
+                {"key_id": reservation.key_id, "bucket": reservation.bucket},
+                {"$inc": {"succeeded": 1}},
+            )
+
+    def refund(self, reservation: Reservation) -> None:
+        where = {"key_id": reservation.key_id, "bucket": reservation.bucket}
+        with self._guard():
+            result = self.usage_docs.update_one(
+                {**where, "used": {"$gt": 0}}, {"$inc": {"used": -1, "refunded": 1}}
+            )
+            if result.matched_count == 0:  # already at 0: count the refund, never go negative
+                self.usage_docs.update_one(where, {"$inc": {"refunded": 1}})
+
+    def list_keys(self) -> list[KeyInfo]:
+        order = [("created_at", ASCENDING), ("key_id", ASCENDING)]
+        with self._guard():
+            return [_doc_to_info(d) for d in self.keys.find({}, dict(_KEY_PROJECTION)).sort(order)]
+
+    def get(self, ref: str) -> KeyInfo:
+        with self._guard():
+            return self._resolve(ref)
+
+    def revoke(self, ref: str) -> KeyInfo:
+        with self._guard():
+            info = self._resolve(ref)
+            if info.revoked:
+                return info
+            now = _to_ms(as_utc(self.clock()))
+            result = self.keys.update_one(
+                {"key_id": info.key_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+            )
+            if result.modified_count == 0:  # revoked concurrently: report the stored time
+                return self._resolve(info.key_id)
+        return replace(info, revoked_at=now)
+
+    def usage(self, ref: str) -> Usage:
+        with self._guard():
+            info = self._resolve(ref)
+            bucket = bucket_for(info.period, as_utc(self.clock()))
+            doc = self.usage_docs.find_one({"key_id": info.key_id, "bucket": bucket}) or {}
+        used = int(doc.get("used", 0))
+        return Usage(
+            key_id=info.key_id, period=info.period, bucket=bucket, used=used, limit=info.limit,
+            remaining=max(0, info.limit - used), succeeded=int(doc.get("succeeded", 0)),
+            refunded=int(doc.get("refunded", 0)),
+        )

@@ -1,0 +1,141 @@
+"""Passive single-image liveness:
+decode -> validate -> detect -> choose face -> crop per model -> batched inference -> fuse -> decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+from liveness.antispoof.minifasnet import MiniFASNet
+from liveness.decision import decide, fuse
+from liveness.detection.base import DetectorModule, Face
+from liveness.detection.retinaface import RetinaFace
+from liveness.detection.yunet import YuNet
+from liveness.errors import MULTIPLE_FACES, NO_FACE, LivenessError
+from liveness.imaging import DecodedImage, ImageLimits, decode_image
+from liveness.inference.base import InferenceBackend
+from liveness.inference.repository import ModelVersion
+from liveness.settings import Settings
+
+T = TypeVar("T")
+
+# Quality flags (README "Quality flags"): reasons a verdict is less trustworthy, never a verdict.
+FACE_TOO_SMALL = "face_too_small"
+FACE_CUT_OFF = "face_cut_off"
+MULTIPLE_FACES_FLAG = "multiple_faces"
+
+
+@dataclass(frozen=True)
+class LivenessResult:
+    is_live: bool
+    score: float
+    threshold: float
+    face: Face
+    faces_found: int
+    quality_flags: tuple[str, ...]
+    model_scores: dict[str, float]
+    models: tuple[ModelVersion, ...]
+    image_size: tuple[int, int]  # width, height after EXIF orientation
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def choose_face(faces: list[Face], policy: str, min_area_ratio: float) -> Face:
+    if not faces:
+        raise LivenessError(NO_FACE, "No face was found in the image.")
+    biggest = max(faces, key=lambda f: f.area)
+    rivals = [f for f in faces if f is not biggest and f.area >= min_area_ratio * biggest.area]
+    if rivals and policy == "reject":
+        raise LivenessError(
+            MULTIPLE_FACES,
+            f"{len(rivals) + 1} faces were found; exactly one person must be in the image.",
+            {"faces": len(rivals) + 1},
+        )
+    return biggest
+
+
+def quality_flags(face: Face, width: int, height: int, n_faces: int, min_face_size: int) -> tuple[str, ...]:
+    flags = []
+    if min(face.w, face.h) < min_face_size:
+        flags.append(FACE_TOO_SMALL)
+    # The detector extrapolates boxes past the border when part of the face is outside the frame.
+    if face.x < 0 or face.y < 0 or face.x + face.w > width or face.y + face.h > height:
+        flags.append(FACE_CUT_OFF)
+    if n_faces > 1:
+        flags.append(MULTIPLE_FACES_FLAG)
+    return tuple(flags)
+
+
+def make_detector(settings: Settings) -> DetectorModule:
+    if settings.detector == "yunet":
+        return YuNet(confidence=settings.detector_confidence)
+    return RetinaFace(confidence=settings.detector_confidence)
+
+
+class PassivePipeline:
+    def __init__(self, backend: InferenceBackend, settings: Settings, executor: Executor) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.executor = executor
+        self.detector = make_detector(settings)
+        self.classifiers = [MiniFASNet.from_config(backend.config(m)) for m in settings.antispoof_models]
+        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self.detector.model, *(c.model for c in self.classifiers)]
+
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _decode_and_prepare(self, data: bytes | Callable[[], bytes]) -> tuple[DecodedImage, np.ndarray, Any]:
+        img = decode_image(data() if callable(data) else data, self.limits)
+        x, meta = self.detector.preprocess(img.bgr)
+        return img, x, meta
+
+    def _faces_and_crops(self, outs: list[np.ndarray], meta: Any, bgr: np.ndarray) -> tuple[list[Face], Face, list[np.ndarray]]:
+        faces = self.detector.postprocess(outs, meta)
+        face = choose_face(faces, self.settings.multi_face_policy, self.settings.multi_face_min_area_ratio)
+        return faces, face, [c.preprocess(bgr, face) for c in self.classifiers]
+
+    async def check_bytes(self, data: bytes | Callable[[], bytes]) -> LivenessResult:
+        """``data`` may be a callable (e.g. base64 decoding), run off the event loop with decoding."""
+        t0 = time.perf_counter()
+        img, x, meta = await self._cpu(self._decode_and_prepare, data)
+        t1 = time.perf_counter()
+        return await self._check(img.bgr, x, meta, (img.width, img.height), {"decode": t1 - t0}, t1)
+
+    async def check_bgr(self, bgr: np.ndarray) -> LivenessResult:
+        t0 = time.perf_counter()
+        x, meta = await self._cpu(self.detector.preprocess, bgr)
+        return await self._check(bgr, x, meta, (bgr.shape[1], bgr.shape[0]), {}, t0)
+
+    async def _check(
+        self, bgr: np.ndarray, x: np.ndarray, meta: Any, size: tuple[int, int], timings: dict[str, float], t1: float
+    ) -> LivenessResult:
+        outs = await self.backend.infer(self.detector.model, x)
+        faces, face, crops = await self._cpu(self._faces_and_crops, outs, meta, bgr)
+        t2 = time.perf_counter()
+        logits = await asyncio.gather(*(self.backend.infer(c.model, crop) for c, crop in zip(self.classifiers, crops)))
+        probs = [MiniFASNet.postprocess(out[0])[0] for out in logits]
+        t3 = time.perf_counter()
+        score = fuse(probs)
+        threshold = self.settings.threshold
+        timings.update({"detect": t2 - t1, "classify": t3 - t2})
+        return LivenessResult(
+            is_live=decide(score, threshold),
+            score=score,
+            threshold=threshold,
+            face=face,
+            faces_found=len(faces),
+            quality_flags=quality_flags(face, size[0], size[1], len(faces), self.settings.min_face_size),
+            model_scores={c.model: float(p[1]) for c, p in zip(self.classifiers, probs)},
+            models=tuple(self.backend.version(m) for m in self.model_names),
+            image_size=size,
+            timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
+        )

@@ -1,0 +1,122 @@
+"""BentoML service: HTTP in, ``liveness.LivenessApp`` out.  No liveness logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from liveness.api import facia, native
+from liveness.api.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
+from liveness.app import LivenessApp
+from liveness.errors import IMAGE_TOO_LARGE, INTERNAL_ERROR, LivenessError
+from liveness.settings import get_settings
+
+log = logging.getLogger("liveness")
+settings = get_settings()
+
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="liveness_batch_size",
+    documentation="Rows per model invocation (dynamic batching)",
+    labelnames=["model"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
+)
+MODEL_SECONDS = bentoml.metrics.Histogram(
+    name="liveness_model_seconds",
+    documentation="Wall time of one batched model invocation",
+    labelnames=["model"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+)
+DECISIONS = bentoml.metrics.Counter(
+    name="liveness_decisions",
+    documentation="Liveness answers by endpoint and outcome",
+    labelnames=["endpoint", "outcome"],
+)
+
+
+def observe_batch(model: str, rows: int, seconds: float) -> None:
+    BATCH_SIZE.labels(model=model).observe(rows)
+    MODEL_SECONDS.labels(model=model).observe(seconds)
+    log.debug("batch model=%s rows=%d %.1fms", model, rows, seconds * 1000)
+
+
+async def status_check(_: Request) -> PlainTextResponse:
+    svc = bentoml.get_current_service()
+    if svc is None or not svc.core.ready:
+        return PlainTextResponse("Service is loading", status_code=503)
+    return PlainTextResponse("Service is live")
+
+
+status_app = Starlette(routes=[Route("/status_check", status_check, methods=["GET"])])
+
+# Base64 inflates by 4/3; JSON and multipart framing need a little more.
+BODY_LIMIT = settings.max_image_bytes * 4 // 3 + 64 * 1024
+
+
+def too_large(path: str, limit: int) -> dict[str, Any]:
+    message = f"The request body exceeds {limit} bytes (images up to {settings.max_image_bytes} bytes)."
+    if path == "/liveness":
+        return {"error": message}
+    return LivenessError(IMAGE_TOO_LARGE, message).envelope()
+
+
+@bentoml.service(
+    name="liveness",
+    workers=int(os.environ.get("LIVENESS_WORKERS", "1")),
+    traffic={"timeout": 30},
+)
+@bentoml.asgi_app(status_app, path="/")
+class Liveness:
+    def __init__(self) -> None:
+        self.core = LivenessApp(settings, observer=observe_batch)
+
+    def __is_ready__(self) -> bool:
+        return self.core.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.core.close()
+
+    @bentoml.api(route="/liveness")
+    async def liveness(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """FACIA-compatible: JSON {"hash_id", "selfie_image"} -> 201 {"liveness_result", "message"}."""
+        limits = self.core.pipeline.limits
+        key, doc = facia.parse_request(body)
+        try:
+            result = await self.core.check_image(key, lambda: facia.selfie_bytes(doc, limits))
+        except LivenessError as err:
+            status, payload = facia.error_response(err)
+            ctx.response.status_code = status
+            DECISIONS.labels(endpoint="facia", outcome=err.code).inc()
+            return payload
+        ctx.response.status_code = facia.SUCCESS_STATUS
+        DECISIONS.labels(endpoint="facia", outcome="live" if result.is_live else "spoof").inc()
+        return facia.response(result)
+
+    @bentoml.api(route="/v1/liveness")
+    async def v1_liveness(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """Native: multipart `image`, JSON {"image": base64}, or a raw image body; key in X-API-Key."""
+        request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
+        ctx.response.headers["x-request-id"] = request_id
+        content_type = ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
+        try:
+            key, image = native.parse_request(body, content_type, ctx.request.headers, self.core.pipeline.limits)
+            result = await self.core.check_image(key, image)
+        except LivenessError as err:
+            ctx.response.status_code = err.status
+            DECISIONS.labels(endpoint="native", outcome=err.code).inc()
+            return {**err.envelope(), "request_id": request_id}
+        DECISIONS.labels(endpoint="native", outcome="live" if result.is_live else "spoof").inc()
+        return native.response(result, request_id)
+
+
+Liveness.add_asgi_middleware(
+    RawBodyMiddleware, routes={"/liveness": BODY_LIMIT, "/v1/liveness": BODY_LIMIT}, too_large=too_large
+)
