@@ -63,8 +63,10 @@ def quality_flags(face: Face, width: int, height: int, n_faces: int, min_face_si
     flags = []
     if min(face.w, face.h) < min_face_size:
         flags.append(FACE_TOO_SMALL)
-    # The detector extrapolates boxes past the border when part of the face is outside the frame.
-    if face.x < 0 or face.y < 0 or face.x + face.w > width or face.y + face.h > height:
+    # RetinaFace clips its boxes to the frame and YuNet extrapolates past it: either way a box
+    # that reaches the border means part of the face is outside the image.
+    margin = max(2.0, 0.01 * max(width, height))
+    if face.x < margin or face.y < margin or face.x + face.w > width - margin or face.y + face.h > height - margin:
         flags.append(FACE_CUT_OFF)
     if n_faces > 1:
         flags.append(MULTIPLE_FACES_FLAG)

@@ -1,0 +1,693 @@
+"""`make bench`: measure the liveness service and write docs/PERFORMANCE.md.
+
+    python benchmarks/bench_report.py [--quick] [--duration S] [--users N] [--output PATH]
+
+Steps
+  1. in-process ceiling: the same ``LivenessApp`` the service builds, called directly from N
+     concurrent asyncio tasks (no HTTP, no auth); plus sequential single-request latency;
+  2. model-only: each ONNX model through onnxruntime directly, batch 1 and batch 8;
+  3. served: ``bentoml serve service:Liveness`` on a free port with a throw-away key store, a key
+     from the admin CLI, Locust headless (FaciaUser) at peak load and at about half the peak
+     throughput; the ``liveness_batch_size`` histogram is scraped from /metrics before and after;
+  4. docs/PERFORMANCE.md is regenerated from the numbers.
+
+Environment: BENCH_DURATION (seconds per HTTP load level, default 30), BENCH_USERS (peak users,
+default 16), BENCH_MODERATE_USERS (users of the moderate level, default 4),
+BENCH_CONCURRENCY (in-process tasks, default 16).  ``--quick`` makes every duration 5 s.
+Numbers are only meaningful on an otherwise idle machine: Locust runs on the same host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MEDIA = REPO.parent / "shared" / "media" / "dev" / "images"
+IMAGES = (("T1", True), ("F1", False), ("F2", False))  # name, expected live
+BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+BIN = Path(sys.executable).parent
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+@dataclass
+class Config:
+    quick: bool
+    inprocess_seconds: float
+    http_seconds: float
+    users: int
+    moderate_users: int
+    concurrency: int
+    output: Path
+    model_seconds: float
+
+
+@dataclass
+class Results:
+    machine: dict[str, str] = field(default_factory=dict)
+    ceiling: dict[str, Any] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    http: list[dict[str, Any]] = field(default_factory=list)
+    batch_hist: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, str]:
+    import bentoml
+    import onnxruntime
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import locust
+
+        locust_version = locust.__version__
+    except Exception:
+        locust_version = "?"
+    return {
+        "CPU": cpu,
+        "Cores (os.cpu_count)": str(os.cpu_count()),
+        "Usable cores (affinity)": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "?",
+        "Load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "BentoML": bentoml.__version__,
+        "Locust": locust_version,
+        "Date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def load_images() -> list[tuple[str, bool, bytes]]:
+    out = []
+    for name, live in IMAGES:
+        path = MEDIA / f"silentface_image_{name}.jpg"
+        if not path.is_file():
+            sys.exit(f"missing dev image {path}")
+        out.append((name, live, path.read_bytes()))
+    return out
+
+
+# --------------------------------------------------------------------------- step 1: in-process
+
+
+def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tuple[dict[str, Any], Any]:
+    """Throughput of LivenessApp with ``cfg.concurrency`` tasks, and sequential latency.
+    Returns (numbers, a T1 face box for the model-only step)."""
+    from liveness.api import facia
+    from liveness.app import LivenessApp
+    from liveness.settings import Settings
+
+    hist: dict[str, list[int]] = defaultdict(list)
+
+    def observer(model: str, rows: int, seconds: float) -> None:
+        hist[model].append(rows)
+
+    settings = Settings(auth_enabled=False, model_repository=REPO / "model_repository")
+    log(f"in-process: building LivenessApp (detector {settings.detector}, models {list(settings.antispoof_models)})")
+    app = LivenessApp(settings, observer=observer)
+    limits = app.pipeline.limits
+    # The FACIA path's work minus HTTP: base64 text -> bytes -> pipeline.
+    docs = [(name, live, {"selfie_image": base64.b64encode(raw).decode()}) for name, live, raw in images]
+
+    async def one(i: int) -> tuple[bool, Any]:
+        name, live, doc = docs[i % len(docs)]
+        result = await app.check_image(None, lambda: facia.selfie_bytes(doc, limits))
+        return result.is_live == live, result
+
+    async def sequential(n: int) -> tuple[list[float], Any]:
+        lat, face = [], None
+        for i in range(n):
+            t0 = time.perf_counter()
+            ok, result = await one(i)
+            lat.append(time.perf_counter() - t0)
+            if not ok:
+                raise RuntimeError(f"wrong verdict for {docs[i % len(docs)][0]} in-process")
+            if docs[i % len(docs)][0] == "T1":
+                face = result.face
+        return lat, face
+
+    async def saturate(seconds: float, tasks: int) -> tuple[int, int, float, list[float]]:
+        done = wrong = 0
+        lat: list[float] = []
+        stop = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal done, wrong
+            i = k
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                ok, _ = await one(i)
+                lat.append(time.perf_counter() - t0)
+                done += 1
+                wrong += not ok
+                i += tasks
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(tasks)))
+        return done, wrong, time.perf_counter() - t0, lat
+
+    async def run() -> tuple[dict[str, Any], Any]:
+        await sequential(6)  # warm-up: lazy imports, allocator, caches
+        n_seq = 30 if cfg.quick else 90
+        log(f"in-process: {n_seq} sequential requests")
+        lat, face = await sequential(n_seq)
+        hist.clear()
+        log(f"in-process: {cfg.concurrency} concurrent tasks for {cfg.inprocess_seconds:.0f} s")
+        done, wrong, elapsed, conc_lat = await saturate(cfg.inprocess_seconds, cfg.concurrency)
+        numbers = {
+            "concurrency": cfg.concurrency,
+            "seconds": elapsed,
+            "requests": done,
+            "wrong": wrong,
+            "images_per_s": done / elapsed,
+            "conc_p50_ms": pct(conc_lat, 50) * 1000,
+            "conc_p95_ms": pct(conc_lat, 95) * 1000,
+            "seq_n": n_seq,
+            "seq_p50_ms": pct(lat, 50) * 1000,
+            "seq_p95_ms": pct(lat, 95) * 1000,
+            "seq_images_per_s": 1 / statistics.mean(lat),
+            "batch_mean": {m: statistics.mean(v) for m, v in hist.items() if v},
+        }
+        return numbers, face
+
+    try:
+        numbers, face = asyncio.run(run())
+    finally:
+        app.close()
+    log(f"in-process: {numbers['images_per_s']:.1f} images/s at concurrency {cfg.concurrency}, "
+        f"single-request p50 {numbers['seq_p50_ms']:.1f} ms ({numbers['wrong']} wrong verdicts)")
+    return numbers, face
+
+
+# --------------------------------------------------------------------------- step 2: model-only
+
+
+def model_only(cfg: Config, images: list[tuple[str, bool, bytes]], face: Any) -> list[dict[str, Any]]:
+    """Each model through onnxruntime directly (same session options as the service), on the
+    real preprocessed T1 input, batch 1 and batch 8."""
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+
+    from liveness.antispoof.minifasnet import MiniFASNet
+    from liveness.inference.repository import load_repository
+    from liveness.pipeline import make_detector
+    from liveness.settings import Settings
+
+    settings = Settings(auth_enabled=False, model_repository=REPO / "model_repository")
+    repo = load_repository(settings.model_repository)
+    bgr = cv2.imdecode(np.frombuffer(images[0][2], np.uint8), cv2.IMREAD_COLOR)
+    detector = make_detector(settings)
+    inputs = {detector.model: detector.preprocess(bgr)[0]}
+    for name in settings.antispoof_models:
+        inputs[name] = MiniFASNet.from_config(repo[name]).preprocess(bgr, face)
+
+    rows = []
+    for name, x1 in inputs.items():
+        mcfg = repo[name]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = settings.ort_intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(str(mcfg.model_file(mcfg.latest)), opts, providers=["CPUExecutionProvider"])
+        feed_name = sess.get_inputs()[0].name
+        for batch in (1, 8):
+            if batch > max(1, mcfg.max_batch_size):
+                continue
+            x = np.ascontiguousarray(np.repeat(x1, batch, axis=0))
+            for _ in range(3):
+                sess.run(None, {feed_name: x})
+            times = []
+            stop = time.perf_counter() + cfg.model_seconds
+            while time.perf_counter() < stop or len(times) < 5:
+                t0 = time.perf_counter()
+                sess.run(None, {feed_name: x})
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            rows.append({
+                "model": name, "batch": batch, "input": "x".join(str(d) for d in x.shape),
+                "runs": len(times), "ms_per_call": med * 1000, "ms_per_image": med * 1000 / batch,
+                "images_per_s": batch / med,
+            })
+            log(f"model-only: {name} batch {batch}: {med * 1000:.2f} ms/call, {batch / med:.0f} images/s")
+        del sess
+    return rows
+
+
+# --------------------------------------------------------------------------- step 3: served
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 = state, 1 = ppid)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its live descendants (BentoML workers run in sessions of their own)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _proc_stat(int(entry.name))
+        if fields:
+            children[int(fields[1])].append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds_of_tree(root: int) -> float:
+    """utime+stime of ``root`` and its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(root):
+        fields = _proc_stat(pid)
+        if fields:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+class Server:
+    """``bentoml serve service:Liveness`` with a throw-away key store."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "LIVENESS_DB_PATH": str(tmp / "keys.sqlite3")}
+        self.env.pop("LIVENESS_AUTH_ENABLED", None)  # the benchmark measures the authenticated path
+        self.log_path = tmp / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        import httpx
+
+        cmd = [str(BIN / "bentoml"), "serve", "service:Liveness", "--host", "127.0.0.1", "--port", str(self.port)]
+        log(f"served: {' '.join(cmd[1:])} (log {self.log_path})")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    log(f"served: ready after {time.monotonic() - t0:.1f} s on port {self.port}")
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def create_key(self) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "liveness", "keys", "create", "--name", "bench", "--limit", "1000000000",
+             "--period", "total"],
+            cwd=REPO, env=self.env, capture_output=True, text=True, check=True,
+        )
+        return out.stdout.strip().splitlines()[-1].strip()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds_of_tree(self.proc.pid) if self.proc else 0.0
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        log("served: stopping server")
+        tree = process_tree(self.proc.pid)  # the arbiter and the workers it started
+        try:
+            self.proc.send_signal(signal.SIGTERM)  # the arbiter stops its workers itself
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in reversed(tree):  # only processes this script started
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(timeout=10)
+        finally:
+            self._log.close()
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+([0-9eE+.\-naNinf]+)')
+
+
+def scrape_batch_histogram(url: str) -> dict[str, dict[str, float]]:
+    """{model: {"le=1": cumulative count, ..., "count": n, "sum": rows}} from /metrics."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if not m or "liveness_batch_size" not in m.group(1):
+            continue
+        name, labels, value = m.groups()
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        model = lab.get("model")
+        if not model:
+            continue
+        if name.endswith("_bucket"):
+            out[model][f"le={lab.get('le')}"] = out[model].get(f"le={lab.get('le')}", 0) + float(value)
+        elif name.endswith("_count"):
+            out[model]["count"] = out[model].get("count", 0) + float(value)
+        elif name.endswith("_sum"):
+            out[model]["sum"] = out[model].get("sum", 0) + float(value)
+    return out
+
+
+def histogram_delta(before: dict, after: dict) -> dict[str, dict[str, Any]]:
+    result = {}
+    for model, cur in after.items():
+        prev = before.get(model, {})
+        d = {k: cur.get(k, 0) - prev.get(k, 0) for k in cur}
+        count = d.get("count", 0)
+        if count <= 0:
+            continue
+        per_bucket, below = {}, 0.0
+        for b in BUCKETS:
+            cum = d.get(f"le={float(b)}", d.get(f"le={b}", 0))
+            per_bucket[b] = cum - below
+            below = cum
+        result[model] = {"invocations": int(count), "rows": d.get("sum", 0), "mean": d.get("sum", 0) / count,
+                         "buckets": per_bucket, "over": count - below}
+    return result
+
+
+def warm_up(url: str, key: str, images: list[tuple[str, bool, bytes]]) -> None:
+    import httpx
+
+    with httpx.Client(timeout=30) as client:
+        for i in range(6):
+            name, live, raw = images[i % len(images)]
+            r = client.post(f"{url}/liveness", json={"hash_id": key, "selfie_image": base64.b64encode(raw).decode()})
+            if r.status_code != 201 or bool(r.json()["liveness_result"]["is_live"]) != live:
+                raise RuntimeError(f"warm-up request for {name} failed: {r.status_code} {r.text[:200]}")
+
+
+def run_locust(server: Server, key: str, users: int, seconds: float, label: str,
+               user_rps: float | None = None) -> dict[str, Any]:
+    prefix = server.tmp / f"locust_{label}"
+    env = {**os.environ, "LIVENESS_LOADTEST_KEY": key}
+    env.pop("LIVENESS_LOADTEST_USER_RPS", None)
+    env.pop("LIVENESS_LOADTEST_WAIT", None)
+    if user_rps:
+        env["LIVENESS_LOADTEST_USER_RPS"] = f"{user_rps:.4f}"
+    cmd = [str(BIN / "locust"), "-f", "loadtests/locustfile.py", "--headless", "-u", str(users), "-r", str(users),
+           "-t", f"{int(round(seconds))}s", "--csv", str(prefix), "--host", server.url, "--only-summary",
+           "--loglevel", "WARNING", "FaciaUser"]
+    pace = f", paced at {user_rps:.2f} req/s per user" if user_rps else ", no wait"
+    log(f"served: locust {label}: {users} users for {seconds:.0f} s{pace}")
+    before_hist = scrape_batch_histogram(server.url)
+    cpu_server0 = server.cpu_seconds()
+    rus0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    wall = time.monotonic() - t0
+    rus1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_server = server.cpu_seconds() - cpu_server0
+    after_hist = scrape_batch_histogram(server.url)
+    stats_file = Path(f"{prefix}_stats.csv")
+    if not stats_file.is_file():
+        raise RuntimeError(f"locust wrote no CSV (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    with open(stats_file, newline="") as fh:
+        agg = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
+    failures = []
+    fail_file = Path(f"{prefix}_failures.csv")
+    if fail_file.is_file():
+        with open(fail_file, newline="") as fh:
+            failures = [f"{r['Occurrences']}x {r['Method']} {r['Name']}: {r['Error']}" for r in csv.DictReader(fh)]
+
+    def num(col: str) -> float:
+        try:
+            return float(agg[col])
+        except (KeyError, ValueError):
+            return float("nan")
+
+    locust_cpu = (rus1.ru_utime + rus1.ru_stime) - (rus0.ru_utime + rus0.ru_stime)
+    row = {
+        "label": label, "users": users, "user_rps": user_rps, "seconds": seconds,
+        "requests": int(num("Request Count")), "failures": int(num("Failure Count")),
+        "rps": num("Requests/s"), "rps_wall": num("Request Count") / seconds, "p50": num("50%"), "p95": num("95%"), "p99": num("99%"),
+        "avg": num("Average Response Time"), "max": num("Max Response Time"),
+        "server_cpu_pct": 100 * cpu_server / wall, "locust_cpu_pct": 100 * locust_cpu / wall,
+        "failure_lines": failures, "batch": histogram_delta(before_hist, after_hist),
+        "exit_code": proc.returncode,
+    }
+    log(f"served: {label}: {row['rps']:.1f} req/s (count/duration {row['rps_wall']:.1f}), p50 {row['p50']:.0f} ms, p95 {row['p95']:.0f} ms, "
+        f"p99 {row['p99']:.0f} ms, {row['failures']} failures / {row['requests']}; "
+        f"CPU server {row['server_cpu_pct']:.0f}%, locust {row['locust_cpu_pct']:.0f}%")
+    for line in failures[:5]:
+        log(f"  failure: {line}")
+    return row
+
+
+def served(cfg: Config, images: list[tuple[str, bool, bytes]]) -> list[dict[str, Any]]:
+    tmp = Path(tempfile.mkdtemp(prefix="liveness-bench-"))
+    server = Server(tmp)
+    rows = []
+    try:
+        server.start()
+        key = server.create_key()
+        log("served: bench key created via `python -m liveness keys create`")
+        warm_up(server.url, key, images)
+        peak = run_locust(server, key, cfg.users, cfg.http_seconds, "peak")
+        rows.append(peak)
+        # Moderate: about half the peak throughput, spread over a few paced users.
+        if peak["rps"] > 0 and peak["rps"] == peak["rps"]:
+            target = peak["rps"] / 2
+            rows.append(run_locust(server, key, cfg.moderate_users, cfg.http_seconds, "moderate",
+                                   user_rps=target / cfg.moderate_users))
+        else:
+            rows.append(run_locust(server, key, 2, cfg.http_seconds, "moderate"))
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+# --------------------------------------------------------------------------- step 4: report
+
+
+def table(headers: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(headers) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def f1(v: float) -> str:
+    return "n/a" if v != v else f"{v:.1f}"
+
+
+def f0(v: float) -> str:
+    return "n/a" if v != v else f"{v:.0f}"
+
+
+def render(cfg: Config, res: Results) -> str:
+    c = res.ceiling
+    out = ["# Performance", ""]
+    out.append("_Generated by `benchmarks/bench_report.py` (`make bench`); do not edit by hand — rerun it._")
+    out.append("")
+    if cfg.quick:
+        out += ["> **Quick smoke run (`--quick`, 5 s per level):** these numbers only show that the benchmark "
+                "works; rerun `make bench` on an idle machine for representative figures.", ""]
+    out += ["## Machine", "", table(["", ""], [[k, v] for k, v in res.machine.items()], "ll"), ""]
+    out += ["Locust runs on the same machine as the server and takes part of its CPU; the server "
+            "runs with default settings (1 BentoML worker, detector "
+            f"`{c.get('detector', '?')}`, `ort_intra_op_threads` {c.get('intra_op', '?')}, "
+            f"`inference_concurrency` {c.get('inflight', '?')}, `cpu_threads` {c.get('cpu_threads', '?')}).", ""]
+
+    out += ["## Summary", ""]
+    peak = next((r for r in res.http if r["label"] == "peak"), None)
+    summary = [["In-process ceiling", f"{c['images_per_s']:.1f} images/s"],
+               ["In-process single request p50", f"{c['seq_p50_ms']:.1f} ms"]]
+    if peak:
+        summary += [["HTTP peak (FACIA `/liveness`)", f"{peak['rps']:.1f} req/s"],
+                    ["HTTP / in-process ceiling", f"{peak['rps'] / c['images_per_s']:.0%}"]]
+    out += [table(["", ""], summary, "lr"), ""]
+
+    out += ["## In-process ceiling", "",
+            "`LivenessApp(Settings(auth_enabled=False))` called directly — the service's pipeline without "
+            "HTTP, JSON or key checks — over the three dev images (T1 live, F1/F2 spoof), base64 "
+            "input as on the FACIA endpoint.", ""]
+    out += [table(["Measurement", "Value"], [
+        ["Concurrent tasks", c["concurrency"]],
+        ["Duration", f"{c['seconds']:.1f} s"],
+        ["Requests (wrong verdicts)", f"{c['requests']} ({c['wrong']})"],
+        ["Throughput", f"{c['images_per_s']:.1f} images/s"],
+        ["Latency under that load p50 / p95", f"{c['conc_p50_ms']:.1f} / {c['conc_p95_ms']:.1f} ms"],
+        [f"Single request (sequential, n={c['seq_n']}) p50 / p95", f"{c['seq_p50_ms']:.1f} / {c['seq_p95_ms']:.1f} ms"],
+        ["Sequential throughput", f"{c['seq_images_per_s']:.1f} images/s"],
+        ["Mean rows per model call at saturation",
+         ", ".join(f"{m} {v:.2f}" for m, v in c["batch_mean"].items()) or "n/a"],
+    ], "lr"), ""]
+
+    out += ["## HTTP (served Bento, Locust)", "",
+            "`bentoml serve service:Liveness`, Locust headless with `FaciaUser` (POST `/liveness`, JSON + "
+            "base64, real key from the admin CLI). A response counts as a failure if its status is not 201 "
+            "or its verdict is wrong. Latencies in ms. The moderate level paces its users so that the "
+            "offered load is about half the peak throughput.", ""]
+    rows = []
+    for r in res.http:
+        users = f"{r['users']}" + (f" × {r['user_rps']:.2f}/s" if r["user_rps"] else " (no wait)")
+        ratio = r["rps"] / c["images_per_s"] if c.get("images_per_s") else float("nan")
+        rows.append([r["label"], users, f"{r['seconds']:.0f} s", r["requests"], r["failures"], f1(r["rps"]),
+                     f"{ratio:.0%}", f0(r["p50"]), f0(r["p95"]), f0(r["p99"]), f0(r["max"]),
+                     f"{r['server_cpu_pct']:.0f}%", f"{r['locust_cpu_pct']:.0f}%"])
+    out += [table(["Level", "Users", "Duration", "Requests", "Failures", "Req/s", "Of ceiling", "p50", "p95",
+                   "p99", "Max", "Server CPU", "Locust CPU"], rows), ""]
+    out += ["CPU columns are percent of one core over the run (the machine has "
+            f"{res.machine.get('Cores (os.cpu_count)', '?')}).", ""]
+    fails = [line for r in res.http for line in r["failure_lines"]]
+    if fails:
+        out += ["Failures:", ""] + [f"- `{line}`" for line in fails[:20]] + [""]
+
+    out += ["## Dynamic batching (`liveness_batch_size` histogram)", "",
+            "Rows per model invocation, from the service's `/metrics` (delta over each load level).", ""]
+    hist_rows = []
+    for r in res.http:
+        for model, h in sorted(r["batch"].items()):
+            hist_rows.append([r["label"], model, h["invocations"], f"{h['mean']:.2f}",
+                              *[int(h["buckets"][b]) for b in BUCKETS], int(h["over"])])
+    if hist_rows:
+        labels = ["1", "2", "3", "4", "5-6", "7-8", "9-12", "13-16", "17-24", "25-32", ">32"]
+        out += [table(["Level", "Model", "Calls", "Mean rows", *labels], hist_rows, "ll" + "r" * (len(labels) + 2)), ""]
+    else:
+        out += ["(no batch observations scraped)", ""]
+
+    out += ["## Model-only", "",
+            "Each ONNX model via onnxruntime directly (same session options as the service: "
+            f"{c.get('intra_op', '?')} intra-op thread(s)), real preprocessed T1 input, median of repeated runs.",
+            ""]
+    out += [table(["Model", "Batch", "Input", "ms / call", "ms / image", "Images/s"],
+                  [[m["model"], m["batch"], m["input"], f"{m['ms_per_call']:.2f}", f"{m['ms_per_image']:.2f}",
+                    f0(m["images_per_s"])] for m in res.models]), ""]
+    per_image = {(m["model"], m["batch"]): m["ms_per_image"] for m in res.models}
+    b1 = sum(v for (name, b), v in per_image.items() if b == 1)
+    if b1:
+        out += [f"Models alone at batch 1 take {b1:.1f} ms per image (detector + both classifiers); the "
+                f"in-process pipeline's single-request p50 is {c['seq_p50_ms']:.1f} ms, the rest is decode, "
+                "pre/post-processing and scheduling.", ""]
+    if res.notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in res.notes] + [""]
+    out += ["## How to reproduce", "", "```sh", "make bench                      # full run, writes docs/PERFORMANCE.md",
+            "python benchmarks/bench_report.py --quick   # 5 s smoke run",
+            "BENCH_DURATION=60 BENCH_USERS=32 make bench", "```", "",
+            "Run on an otherwise idle machine. The load test alone: start the service, create a key with "
+            "`python -m liveness keys create --name load --limit 1000000 --period total`, then "
+            "`LIVENESS_LOADTEST_KEY=<key> locust -f loadtests/locustfile.py --host http://127.0.0.1:3000`.", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args() -> Config:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5 s per measurement (smoke run)")
+    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 30)),
+                    help="seconds per HTTP load level (env BENCH_DURATION, default 30)")
+    ap.add_argument("--users", type=int, default=int(os.environ.get("BENCH_USERS", 16)),
+                    help="Locust users at peak load (env BENCH_USERS, default 16)")
+    ap.add_argument("--moderate-users", type=int, default=int(os.environ.get("BENCH_MODERATE_USERS", 4)),
+                    help="paced users of the moderate level (env BENCH_MODERATE_USERS, default 4)")
+    ap.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", 16)),
+                    help="asyncio tasks for the in-process ceiling (env BENCH_CONCURRENCY, default 16)")
+    ap.add_argument("--output", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
+    a = ap.parse_args()
+    http = 5.0 if a.quick else a.duration
+    return Config(quick=a.quick, inprocess_seconds=5.0 if a.quick else 15.0, http_seconds=http,
+                  users=a.users, moderate_users=max(1, a.moderate_users), concurrency=a.concurrency,
+                  output=a.output, model_seconds=0.5 if a.quick else 2.0)
+
+
+def main() -> int:
+    cfg = parse_args()
+    os.chdir(REPO)  # Settings' relative paths and liveness.toml resolve as for `make serve`
+    res = Results()
+    res.machine = machine_info()
+    log(f"machine: {res.machine['CPU']}, {res.machine['Cores (os.cpu_count)']} cores, "
+        f"load {res.machine['Load average at start']}")
+    images = load_images()
+
+    from liveness.settings import Settings
+
+    s = Settings(auth_enabled=False)
+    res.ceiling, face = inprocess_ceiling(cfg, images)
+    res.ceiling.update(detector=s.detector, intra_op=s.ort_intra_op_threads, inflight=s.inference_concurrency,
+                       cpu_threads=s.cpu_threads)
+    res.models = model_only(cfg, images, face)
+    res.http = served(cfg, images)
+
+    if os.getloadavg()[0] > (os.cpu_count() or 1) * 1.5:
+        res.notes.append(f"Load average was {os.getloadavg()[0]:.1f} at the end of the run: other work "
+                         "competed for the CPU, the numbers are pessimistic.")
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.output.write_text(render(cfg, res))
+    log(f"wrote {cfg.output.relative_to(REPO) if cfg.output.is_relative_to(REPO) else cfg.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

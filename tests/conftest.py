@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO.parent / "shared" / "media" / "dev"
+SOURCES = REPO.parent / "shared" / "models"
+MODEL_REPOSITORY = REPO / "model_repository"
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    if not MEDIA.is_dir():
+        pytest.fail(f"test media not found at {MEDIA} (../shared must sit beside the repo)")
+    return MEDIA
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    if not (MODEL_REPOSITORY / "build_report.json").is_file():
+        pytest.fail("model_repository is not built; run `make models`")
+    return MODEL_REPOSITORY
