@@ -188,6 +188,10 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
         await asyncio.gather(*(worker(k) for k in range(tasks)))
         return done, wrong, time.perf_counter() - t0, lat
 
+    def cpu_now() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
     async def run() -> tuple[dict[str, Any], Any]:
         await sequential(6)  # warm-up: lazy imports, allocator, caches
         n_seq = 30 if cfg.quick else 90
@@ -195,13 +199,16 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
         lat, face = await sequential(n_seq)
         hist.clear()
         log(f"in-process: {cfg.concurrency} concurrent tasks for {cfg.inprocess_seconds:.0f} s")
+        cpu0 = cpu_now()
         done, wrong, elapsed, conc_lat = await saturate(cfg.inprocess_seconds, cfg.concurrency)
+        cpu_pct = 100 * (cpu_now() - cpu0) / elapsed
         numbers = {
             "concurrency": cfg.concurrency,
             "seconds": elapsed,
             "requests": done,
             "wrong": wrong,
             "images_per_s": done / elapsed,
+            "cpu_pct": cpu_pct,
             "conc_p50_ms": pct(conc_lat, 50) * 1000,
             "conc_p95_ms": pct(conc_lat, 95) * 1000,
             "seq_n": n_seq,
@@ -217,7 +224,8 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
     finally:
         app.close()
     log(f"in-process: {numbers['images_per_s']:.1f} images/s at concurrency {cfg.concurrency}, "
-        f"single-request p50 {numbers['seq_p50_ms']:.1f} ms ({numbers['wrong']} wrong verdicts)")
+        f"single-request p50 {numbers['seq_p50_ms']:.1f} ms ({numbers['wrong']} wrong verdicts, "
+        f"CPU {numbers['cpu_pct']:.0f}% of one core)")
     return numbers, face
 
 
@@ -328,6 +336,10 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "LIVENESS_DB_PATH": str(tmp / "keys.sqlite3")}
+        # BentoML keeps Prometheus multiprocess files in $BENTOML_HOME/prometheus_multiproc_dir and
+        # wipes that folder whenever any server starts: with the shared default, other servers of
+        # the same user would mix into (or reset) our /metrics.  A private home isolates them.
+        self.env["BENTOML_HOME"] = str(tmp / "bentoml_home")
         self.env.pop("LIVENESS_AUTH_ENABLED", None)  # the benchmark measures the authenticated path
         self.log_path = tmp / "server.log"
         self.proc: subprocess.Popen | None = None
@@ -460,9 +472,7 @@ def run_locust(server: Server, key: str, users: int, seconds: float, label: str,
     before_hist = scrape_batch_histogram(server.url)
     cpu_server0 = server.cpu_seconds()
     rus0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 120)
-    wall = time.monotonic() - t0
     rus1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_server = server.cpu_seconds() - cpu_server0
     after_hist = scrape_batch_histogram(server.url)
@@ -487,13 +497,14 @@ def run_locust(server: Server, key: str, users: int, seconds: float, label: str,
     row = {
         "label": label, "users": users, "user_rps": user_rps, "seconds": seconds,
         "requests": int(num("Request Count")), "failures": int(num("Failure Count")),
-        "rps": num("Requests/s"), "rps_wall": num("Request Count") / seconds, "p50": num("50%"), "p95": num("95%"), "p99": num("99%"),
+        "rps": num("Requests/s"), "p50": num("50%"), "p95": num("95%"), "p99": num("99%"),
         "avg": num("Average Response Time"), "max": num("Max Response Time"),
-        "server_cpu_pct": 100 * cpu_server / wall, "locust_cpu_pct": 100 * locust_cpu / wall,
+        # Over the configured duration (the load window); Locust's includes its own start-up.
+        "server_cpu_pct": 100 * cpu_server / seconds, "locust_cpu_pct": 100 * locust_cpu / seconds,
         "failure_lines": failures, "batch": histogram_delta(before_hist, after_hist),
         "exit_code": proc.returncode,
     }
-    log(f"served: {label}: {row['rps']:.1f} req/s (count/duration {row['rps_wall']:.1f}), p50 {row['p50']:.0f} ms, p95 {row['p95']:.0f} ms, "
+    log(f"served: {label}: {row['rps']:.1f} req/s, p50 {row['p50']:.0f} ms, p95 {row['p95']:.0f} ms, "
         f"p99 {row['p99']:.0f} ms, {row['failures']} failures / {row['requests']}; "
         f"CPU server {row['server_cpu_pct']:.0f}%, locust {row['locust_cpu_pct']:.0f}%")
     for line in failures[:5]:
@@ -553,8 +564,8 @@ def render(cfg: Config, res: Results) -> str:
         out += ["> **Quick smoke run (`--quick`, 5 s per level):** these numbers only show that the benchmark "
                 "works; rerun `make bench` on an idle machine for representative figures.", ""]
     out += ["## Machine", "", table(["", ""], [[k, v] for k, v in res.machine.items()], "ll"), ""]
-    out += ["Locust runs on the same machine as the server and takes part of its CPU; the server "
-            "runs with default settings (1 BentoML worker, detector "
+    out += ["Locust runs on the same machine as the server and takes part of its CPU. Service settings "
+            f"(environment / `liveness.toml`): {c.get('workers', '?')} BentoML worker(s) (`LIVENESS_WORKERS`), detector "
             f"`{c.get('detector', '?')}`, `ort_intra_op_threads` {c.get('intra_op', '?')}, "
             f"`inference_concurrency` {c.get('inflight', '?')}, `cpu_threads` {c.get('cpu_threads', '?')}).", ""]
 
@@ -576,6 +587,7 @@ def render(cfg: Config, res: Results) -> str:
         ["Duration", f"{c['seconds']:.1f} s"],
         ["Requests (wrong verdicts)", f"{c['requests']} ({c['wrong']})"],
         ["Throughput", f"{c['images_per_s']:.1f} images/s"],
+        ["Process CPU (percent of one core)", f"{c['cpu_pct']:.0f}%"],
         ["Latency under that load p50 / p95", f"{c['conc_p50_ms']:.1f} / {c['conc_p95_ms']:.1f} ms"],
         [f"Single request (sequential, n={c['seq_n']}) p50 / p95", f"{c['seq_p50_ms']:.1f} / {c['seq_p95_ms']:.1f} ms"],
         ["Sequential throughput", f"{c['seq_images_per_s']:.1f} images/s"],
@@ -597,8 +609,9 @@ def render(cfg: Config, res: Results) -> str:
                      f"{r['server_cpu_pct']:.0f}%", f"{r['locust_cpu_pct']:.0f}%"])
     out += [table(["Level", "Users", "Duration", "Requests", "Failures", "Req/s", "Of ceiling", "p50", "p95",
                    "p99", "Max", "Server CPU", "Locust CPU"], rows), ""]
-    out += ["CPU columns are percent of one core over the run (the machine has "
-            f"{res.machine.get('Cores (os.cpu_count)', '?')}).", ""]
+    out += ["CPU columns are CPU seconds over the load duration, as percent of one core (the machine has "
+            f"{res.machine.get('Cores (os.cpu_count)', '?')} cores); Locust's includes its start-up. Server CPU "
+            "near 100% with cores to spare means one Python process (GIL) is the limit.", ""]
     fails = [line for r in res.http for line in r["failure_lines"]]
     if fails:
         out += ["Failures:", ""] + [f"- `{line}`" for line in fails[:20]] + [""]
@@ -640,6 +653,37 @@ def render(cfg: Config, res: Results) -> str:
     return "\n".join(out)
 
 
+def observations(res: Results) -> list[str]:
+    """A few bottleneck hints derived from the numbers (not a substitute for reading them)."""
+    notes = []
+    c, cores = res.ceiling, os.cpu_count() or 1
+    workers = c.get("workers", 1)
+    peak = next((r for r in res.http if r["label"] == "peak"), None)
+    if c.get("cpu_pct", 0) < 100 * min(cores, 2) * 0.75 and cores > 1:
+        notes.append(f"The in-process ceiling is one Python process: it used {c['cpu_pct']:.0f}% of one core "
+                     f"out of {cores * 100}%, so it is a per-process ceiling (GIL-bound pre/post-processing), "
+                     "not the machine's.")
+    if peak:
+        ratio = peak["rps"] / c["images_per_s"] if c.get("images_per_s") else 0
+        if ratio > 1:
+            notes.append(f"HTTP exceeds the in-process ceiling ({ratio:.0%}) because {workers} worker processes "
+                         "use more cores than the single in-process run.")
+        per_worker = peak["server_cpu_pct"] / workers
+        if per_worker > 85 and workers < cores:
+            notes.append(f"At peak each server worker is CPU-bound (~{per_worker:.0f}% of a core) while cores "
+                         f"remain: more workers (`LIVENESS_WORKERS`) should raise throughput.")
+        if peak["locust_cpu_pct"] > 50:
+            notes.append(f"Locust used {peak['locust_cpu_pct']:.0f}% of a core on the same machine: the load "
+                         "generator takes CPU the service could use.")
+        if peak["failures"]:
+            notes.append(f"{peak['failures']} failed requests at peak (see the failure list).")
+        for model, h in peak["batch"].items():
+            if h["mean"] > 1.5:
+                notes.append(f"Dynamic batching is active at peak: {model} averaged {h['mean']:.1f} rows per call.")
+                break
+    return notes
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -675,11 +719,12 @@ def main() -> int:
 
     s = Settings(auth_enabled=False)
     res.ceiling, face = inprocess_ceiling(cfg, images)
-    res.ceiling.update(detector=s.detector, intra_op=s.ort_intra_op_threads, inflight=s.inference_concurrency,
+    res.ceiling.update(workers=int(os.environ.get("LIVENESS_WORKERS", "1")), detector=s.detector, intra_op=s.ort_intra_op_threads, inflight=s.inference_concurrency,
                        cpu_threads=s.cpu_threads)
     res.models = model_only(cfg, images, face)
     res.http = served(cfg, images)
 
+    res.notes += observations(res)
     if os.getloadavg()[0] > (os.cpu_count() or 1) * 1.5:
         res.notes.append(f"Load average was {os.getloadavg()[0]:.1f} at the end of the run: other work "
                          "competed for the CPU, the numbers are pessimistic.")

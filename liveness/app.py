@@ -48,6 +48,12 @@ class LivenessApp:
     def ready(self) -> bool:
         return self.backend.ready
 
+    async def admit(self, raw_key: str | None) -> None:
+        """Refuse unknown keys and spent quotas before any work, without charging anything."""
+        if self.keys is None:
+            return
+        await asyncio.to_thread(self.keys.check, raw_key)
+
     @asynccontextmanager
     async def charge(self, raw_key: str | None) -> AsyncIterator[Reservation | None]:
         """Reserve one unit of the key's quota; keep it only if the body succeeds."""
@@ -64,11 +70,21 @@ class LivenessApp:
         await asyncio.to_thread(keys.commit, reservation)
 
     async def check_image(self, raw_key: str | None, image: bytes | Callable[[], bytes]) -> LivenessResult:
-        """Authenticate and reserve first, so nothing is decoded for a client we would refuse;
+        """Key and quota are checked first, so nothing is decoded for a client we would refuse.
+        A unit is reserved only once the input has proved valid (decoded, one usable face): bad
+        input never holds a unit that a concurrent valid request of the same key needs.
         ``image`` may be a callable that extracts the bytes (base64 decoding, form parsing)."""
+        await self.admit(raw_key)
+        try:
+            prepared = await self.pipeline.prepare(image)
+        except LivenessError:
+            raise
+        except Exception as e:
+            log.exception("image preparation failed")
+            raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
         async with self.charge(raw_key):
             try:
-                return await self.pipeline.check_bytes(image)
+                return await self.pipeline.classify(prepared)
             except LivenessError:
                 raise
             except Exception as e:  # ours, not the client's: logged (no image data), refunded

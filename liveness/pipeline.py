@@ -45,6 +45,17 @@ class LivenessResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PreparedFace:
+    """A validated image reduced to its chosen face and the crops each classifier needs."""
+
+    face: Face
+    faces_found: int
+    crops: tuple[np.ndarray, ...]
+    image_size: tuple[int, int]  # width, height after EXIF orientation
+    timings: dict[str, float]
+
+
 def choose_face(faces: list[Face], policy: str, min_area_ratio: float) -> Face:
     if not faces:
         raise LivenessError(NO_FACE, "No face was found in the image.")
@@ -105,39 +116,51 @@ class PassivePipeline:
         face = choose_face(faces, self.settings.multi_face_policy, self.settings.multi_face_min_area_ratio)
         return faces, face, [c.preprocess(bgr, face) for c in self.classifiers]
 
-    async def check_bytes(self, data: bytes | Callable[[], bytes]) -> LivenessResult:
-        """``data`` may be a callable (e.g. base64 decoding), run off the event loop with decoding."""
+    async def prepare(self, data: bytes | Callable[[], bytes]) -> PreparedFace:
+        """Decode, detect, choose the face and crop: everything that can fail on bad input.
+
+        ``data`` may be a callable (e.g. base64 decoding), run off the event loop with decoding."""
         t0 = time.perf_counter()
         img, x, meta = await self._cpu(self._decode_and_prepare, data)
         t1 = time.perf_counter()
-        return await self._check(img.bgr, x, meta, (img.width, img.height), {"decode": t1 - t0}, t1)
+        return await self._detect(img.bgr, x, meta, (img.width, img.height), {"decode": t1 - t0}, t1)
 
-    async def check_bgr(self, bgr: np.ndarray) -> LivenessResult:
+    async def prepare_bgr(self, bgr: np.ndarray) -> PreparedFace:
         t0 = time.perf_counter()
         x, meta = await self._cpu(self.detector.preprocess, bgr)
-        return await self._check(bgr, x, meta, (bgr.shape[1], bgr.shape[0]), {}, t0)
+        return await self._detect(bgr, x, meta, (bgr.shape[1], bgr.shape[0]), {}, t0)
 
-    async def _check(
+    async def _detect(
         self, bgr: np.ndarray, x: np.ndarray, meta: Any, size: tuple[int, int], timings: dict[str, float], t1: float
-    ) -> LivenessResult:
+    ) -> PreparedFace:
         outs = await self.backend.infer(self.detector.model, x)
         faces, face, crops = await self._cpu(self._faces_and_crops, outs, meta, bgr)
+        timings["detect"] = time.perf_counter() - t1
+        return PreparedFace(face, len(faces), tuple(crops), size, timings)
+
+    async def classify(self, prepared: PreparedFace) -> LivenessResult:
+        """Anti-spoof models on the crops, fused and decided.  Fails only on our side."""
         t2 = time.perf_counter()
-        logits = await asyncio.gather(*(self.backend.infer(c.model, crop) for c, crop in zip(self.classifiers, crops)))
+        logits = await asyncio.gather(
+            *(self.backend.infer(c.model, crop) for c, crop in zip(self.classifiers, prepared.crops))
+        )
         probs = [MiniFASNet.postprocess(out[0])[0] for out in logits]
-        t3 = time.perf_counter()
         score = fuse(probs)
         threshold = self.settings.threshold
-        timings.update({"detect": t2 - t1, "classify": t3 - t2})
+        timings = {**prepared.timings, "classify": time.perf_counter() - t2}
+        face, (width, height) = prepared.face, prepared.image_size
         return LivenessResult(
             is_live=decide(score, threshold),
             score=score,
             threshold=threshold,
             face=face,
-            faces_found=len(faces),
-            quality_flags=quality_flags(face, size[0], size[1], len(faces), self.settings.min_face_size),
+            faces_found=prepared.faces_found,
+            quality_flags=quality_flags(face, width, height, prepared.faces_found, self.settings.min_face_size),
             model_scores={c.model: float(p[1]) for c, p in zip(self.classifiers, probs)},
             models=tuple(self.backend.version(m) for m in self.model_names),
-            image_size=size,
+            image_size=prepared.image_size,
             timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )
+
+    async def check_bytes(self, data: bytes | Callable[[], bytes]) -> LivenessResult:
+        return await self.classify(await self.prepare(data))

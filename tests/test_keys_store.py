@@ -400,3 +400,17 @@ def test_keys_package_has_no_bentoml():
     package = Path(__file__).resolve().parents[1] / "liveness" / "keys"
     for source in package.glob("*.py"):
         assert "bentoml" not in source.read_text().lower(), source
+
+
+def test_check_gates_without_charging(store):
+    issued = store.create("gate", 1, "total")
+    for _ in range(3):
+        assert store.check(issued.raw_key).key_id == issued.info.key_id
+    assert store.usage(issued.info.key_id).used == 0
+    store.commit(store.reserve(issued.raw_key))
+    with pytest.raises(LivenessError) as e:
+        store.check(issued.raw_key)
+    assert _kind(e) is QUOTA_EXCEEDED
+    with pytest.raises(LivenessError) as e:
+        store.check("lk_not-a-key")
+    assert _kind(e) is INVALID_API_KEY

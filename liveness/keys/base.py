@@ -206,6 +206,15 @@ class KeyStore(ABC):
     def authenticate(self, raw_key: str | None) -> KeyInfo:
         """Look a raw key up without charging it.  Raises MISSING_API_KEY / INVALID_API_KEY."""
 
+    def check(self, raw_key: str | None) -> KeyInfo:
+        """Authenticate and refuse a spent quota, without charging: the cheap gate in front of
+        the work.  ``reserve`` stays the only atomic, authoritative charge."""
+        info = self.authenticate(raw_key)
+        usage = self.usage(info.key_id)
+        if usage.remaining <= 0:
+            raise quota_exceeded_error(info, usage.bucket, as_utc(self.clock()))
+        return info
+
     @abstractmethod
     def reserve(self, raw_key: str | None) -> Reservation:
         """Authenticate and atomically charge one request in the current bucket.

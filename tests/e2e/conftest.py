@@ -37,10 +37,13 @@ F2 = IMAGES / "silentface_image_F2.jpg"
 REFERENCE_SCORES = {"F1": 0.0723, "F2": 0.1813}
 SCORE_TOL = 1e-3
 
+# Test modules import the helpers below as ``e2e_conftest``: the bare name ``conftest`` is
+# ambiguous next to tests/conftest.py.
+sys.modules.setdefault("e2e_conftest", sys.modules[__name__])
+
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 READY_TIMEOUT_S = 90.0
 
-pytestmark = pytest.mark.e2e
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

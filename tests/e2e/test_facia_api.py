@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import (
+from e2e_conftest import (
     PDF_BYTES,
     REFERENCE_SCORES,
     SCORE_TOL,

@@ -11,7 +11,7 @@ import bentoml
 import httpx
 import pytest
 
-from conftest import (
+from e2e_conftest import (
     PDF_BYTES,
     REFERENCE_SCORES,
     SCORE_TOL,

@@ -9,7 +9,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from conftest import b64, truncated_jpeg
+from e2e_conftest import b64, truncated_jpeg
 
 pytestmark = pytest.mark.e2e
 
@@ -55,20 +55,41 @@ def test_concurrent_requests_never_overspend(server, make_key, usage, t1_jpeg, a
     assert u["succeeded"] == 10, u
 
 
-def test_concurrent_corrupt_images_are_not_charged(server, make_key, usage, t1_jpeg):
-    """10 valid + 10 corrupt requests at once on a key with limit 10."""
+def mixed_burst(server, make_key, t1_jpeg):
+    """10 valid + 10 corrupt (truncated JPEG) requests at once on a key with limit 10."""
     key = make_key(10)
     bad = truncated_jpeg(t1_jpeg)
-    requests = [raw(key, t1_jpeg if i % 2 == 0 else bad) for i in range(20)]
-    responses = burst(server.url, requests)
-    valid = Counter(r.status_code for i, r in enumerate(responses) if i % 2 == 0)
-    corrupt = Counter(r.status_code for i, r in enumerate(responses) if i % 2 == 1)
-    assert corrupt == {400: 10}, corrupt
-    assert all(r.json()["error"]["code"] == "corrupt_image" for r in responses[1::2])
-    assert valid == {200: 10}, (
-        f"valid requests: {dict(valid)} (a corrupt request's reservation held quota a valid one needed)"
-    )
+    responses = burst(server.url, [raw(key, t1_jpeg if i % 2 == 0 else bad) for i in range(20)])
+    return key, responses[0::2], responses[1::2]
+
+
+def test_concurrent_corrupt_images_are_never_charged(server, make_key, usage, t1_jpeg):
+    """What holds whatever the interleaving: a corrupt image never succeeds and is never
+    charged, a valid one never fails for a reason other than quota, and the key is charged
+    exactly once per success.  (A corrupt request that arrives while the quota is fully
+    reserved gets 429: the service checks the quota before it looks at the image.)"""
+    key, valid, corrupt = mixed_burst(server, make_key, t1_jpeg)
+    v = Counter(r.status_code for r in valid)
+    c = Counter(r.status_code for r in corrupt)
+    assert set(c) <= {400, 429}, c
+    assert all(r.json()["error"]["code"] == "corrupt_image" for r in corrupt if r.status_code == 400)
+    assert all(r.json()["error"]["code"] == "quota_exceeded" for r in corrupt if r.status_code == 429)
+    assert set(v) <= {200, 429}, v
     u = usage(key)
+    assert u["used"] == v[200] and u["succeeded"] == v[200], (u, v)
+    assert u["used"] + u["remaining"] == 10, u
+
+
+def test_concurrent_corrupt_images_do_not_block_valid_ones(server, make_key, usage, t1_jpeg):
+    """A unit is reserved only once the image has proved valid, so corrupt uploads racing valid
+    ones of the same key never hold the quota the valid ones need."""
+    key, valid, corrupt = mixed_burst(server, make_key, t1_jpeg)
+    v = Counter(r.status_code for r in valid)
+    c = Counter(r.status_code for r in corrupt)
+    u = usage(key)
+    assert v == {200: 10}, f"valid: {dict(v)}, corrupt: {dict(c)}, usage after the burst: {u}"
+    # A corrupt upload that arrives once the key is spent may be refused as 429 before decoding.
+    assert set(c) <= {400, 429} and c[400] >= 1, f"corrupt: {dict(c)}"
     assert (u["used"], u["remaining"]) == (10, 0), u
 
 

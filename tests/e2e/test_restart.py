@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import create_key, key_usage
+from e2e_conftest import create_key, key_usage
 
 pytestmark = pytest.mark.e2e
 
