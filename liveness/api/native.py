@@ -14,7 +14,7 @@ IMAGE_FIELDS = ("image", "file", "selfie_image", "image_base64")
 
 
 def api_key_from(headers: Mapping[str, str], fields: Mapping[str, Any]) -> str | None:
-    key = headers.get("x-api-key") or fields.get("hash_id")
+    key = headers.get("x-api-key") or _bearer(headers.get("authorization", "")) or fields.get("hash_id")
     if isinstance(key, bytes):
         key = key.decode("utf-8", "replace")
     return key.strip() if isinstance(key, str) and key.strip() else None
@@ -58,6 +58,12 @@ def parse_request(
         return api_key_from(headers, doc), json_image
     # Anything else is the image itself (image/jpeg, image/png, application/octet-stream).
     return api_key_from(headers, {}), lambda: body
+
+
+def _bearer(value: str) -> str | None:
+    # `Authorization: Bearer <key>` is what bentoml.SyncHTTPClient(token=...) sends.
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _is_ascii(b: bytes) -> bool:
