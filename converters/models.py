@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import onnx
 
-from converters.onnx_edit import make_batch_dynamic, session
+from converters.onnx_edit import make_batch_dynamic, rewrite_prelu, session
 from converters.reference import reference_crops
 from converters.spec import ModelSpec, TensorSpec, max_abs_diff
 
@@ -31,7 +31,7 @@ def _batch_vs_single(sess, name: str, batch: np.ndarray) -> float:
 
 def _minifasnet(name: str, src: str, scale: float, pth: str) -> ModelSpec:
     def build(sources: Path) -> onnx.ModelProto:
-        return make_batch_dynamic(onnx.load(str(sources / src)))
+        return rewrite_prelu(make_batch_dynamic(onnx.load(str(sources / src))))
 
     def parity(model: onnx.ModelProto, sources: Path) -> dict[str, float]:
         crops = reference_crops(sources, parity_images(sources), scale)
@@ -54,8 +54,9 @@ def _minifasnet(name: str, src: str, scale: float, pth: str) -> ModelSpec:
         inputs=(TensorSpec("input", (3, 80, 80)),),
         outputs=(TensorSpec("output", (3,)),),
         max_batch_size=32,
-        max_queue_delay_us=2000,
-        preferred_batch_sizes=(4, 8, 16),
+        # No waiting: requests that queue while the model is busy form the batch.  Measured on
+        # 2 cores (docs/PERFORMANCE.md): waiting 2 ms cost 15-40% throughput at every load.
+        max_queue_delay_us=0,
         parameters={
             "crop_scale": str(scale),
             "input_size": "80",
@@ -115,7 +116,7 @@ YUNET = ModelSpec(
     inputs=(TensorSpec("input", (3, -1, -1)),),
     outputs=YUNET_OUTPUTS,
     max_batch_size=8,
-    max_queue_delay_us=1000,
+    max_queue_delay_us=0,
     parameters={"color": "BGR", "normalisation": "none (raw 0..255)", "pad_multiple": "32", "max_side": "640"},
     licence="Apache-2.0 (libfacedetection.train); MIT (opencv_zoo)",
     upstream="ShiqiYu/libfacedetection.train onnx/yunet_s_dynamic.onnx",
@@ -149,7 +150,7 @@ RETINAFACE = ModelSpec(
     inputs=(TensorSpec("data", (3, -1, -1)),),
     outputs=(TensorSpec("loc", (-1, 4)), TensorSpec("conf", (-1, 2))),
     max_batch_size=8,
-    max_queue_delay_us=1000,
+    max_queue_delay_us=0,
     parameters={
         "color": "BGR",
         "mean": "104,117,123",
