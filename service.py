@@ -17,7 +17,7 @@ from starlette.routing import Route
 from liveness.api import facia, native
 from liveness.api.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
 from liveness.app import LivenessApp
-from liveness.errors import IMAGE_TOO_LARGE, INTERNAL_ERROR, LivenessError
+from liveness.errors import IMAGE_TOO_LARGE, LivenessError
 from liveness.settings import get_settings
 
 log = logging.getLogger("liveness")

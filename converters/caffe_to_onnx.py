@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+
+from liveness.inference import pbtxt
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
@@ -32,96 +33,9 @@ OPSET = 17
 # prototxt (protobuf text format) parser
 # --------------------------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(
-    r"""\s*(?:
-        (?P<comment>\#[^\n]*)
-      | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-      | (?P<punct>[{}:<>\[\],;])
-      | (?P<word>[^\s{}:<>\[\],;"'#]+)
-    )""",
-    re.VERBOSE,
-)
-
-
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos, n = 0, len(text)
-    while pos < n:
-        m = _TOKEN_RE.match(text, pos)
-        if m is None:
-            if text[pos:].strip() == "":
-                break
-            raise ValueError(f"prototxt: cannot tokenize near {text[pos:pos + 40]!r}")
-        pos = m.end()
-        kind = m.lastgroup
-        if kind == "comment" or kind is None:
-            continue
-        out.append((kind, m.group(kind)))
-    return out
-
-
-def _scalar(kind: str, tok: str) -> Any:
-    if kind == "str":
-        body = tok[1:-1]
-        return bytes(body, "utf-8").decode("unicode_escape")
-    low = tok.lower()
-    if low == "true":
-        return True
-    if low == "false":
-        return False
-    try:
-        if re.fullmatch(r"[+-]?(0x[0-9a-fA-F]+|\d+)", tok):
-            return int(tok, 0)
-        if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[fF]?|[+-]?(inf|nan)", tok, re.I):
-            return float(tok.rstrip("fF"))
-    except ValueError:
-        pass
-    return tok  # enum identifier (e.g. SUM, CENTER_SIZE, TEST)
-
-
 def parse_prototxt(text: str) -> dict[str, list[Any]]:
-    """Parse protobuf text format into ``{field: [values...]}`` (messages are nested dicts)."""
-    toks = _tokenize(text)
-    i = 0
-
-    def parse_msg(end: str | None) -> dict[str, list[Any]]:
-        nonlocal i
-        msg: dict[str, list[Any]] = {}
-        while i < len(toks):
-            kind, tok = toks[i]
-            if kind == "punct" and tok in (",", ";"):
-                i += 1
-                continue
-            if kind == "punct" and tok in ("}", ">"):
-                if end is None:
-                    raise ValueError("prototxt: unbalanced '}'")
-                i += 1
-                return msg
-            if kind != "word":
-                raise ValueError(f"prototxt: expected field name, got {tok!r}")
-            key = tok
-            i += 1
-            if i < len(toks) and toks[i] == ("punct", ":"):
-                i += 1
-            k2, t2 = toks[i]
-            if k2 == "punct" and t2 in ("{", "<"):
-                i += 1
-                msg.setdefault(key, []).append(parse_msg("}"))
-            elif k2 == "punct" and t2 == "[":  # repeated scalar list: key: [1, 2, 3]
-                i += 1
-                while toks[i] != ("punct", "]"):
-                    if toks[i] != ("punct", ","):
-                        msg.setdefault(key, []).append(_scalar(*toks[i]))
-                    i += 1
-                i += 1
-            else:
-                i += 1
-                msg.setdefault(key, []).append(_scalar(k2, t2))
-        if end is not None:
-            raise ValueError("prototxt: unexpected end of input")
-        return msg
-
-    return parse_msg(None)
+    """Protobuf text format into ``{field: [values...]}``: the same reader as config.pbtxt."""
+    return pbtxt.loads(text)
 
 
 def _get(msg: dict | None, key: str, default: Any = None) -> Any:
