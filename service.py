@@ -44,13 +44,13 @@ IORootModel.model_json_schema = classmethod(_cached_schema)  # type: ignore[meth
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="liveness_batch_size",
     documentation="Rows per model invocation (dynamic batching)",
-    labelnames=["model"],
+    labelnames=["model", "version"],
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
 MODEL_SECONDS = bentoml.metrics.Histogram(
     name="liveness_model_seconds",
     documentation="Wall time of one batched model invocation",
-    labelnames=["model"],
+    labelnames=["model", "version"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
 )
 DECISIONS = bentoml.metrics.Counter(
@@ -60,10 +60,10 @@ DECISIONS = bentoml.metrics.Counter(
 )
 
 
-def observe_batch(model: str, rows: int, seconds: float) -> None:
-    BATCH_SIZE.labels(model=model).observe(rows)
-    MODEL_SECONDS.labels(model=model).observe(seconds)
-    log.debug("batch model=%s rows=%d %.1fms", model, rows, seconds * 1000)
+def observe_batch(model: str, version: int, rows: int, seconds: float) -> None:
+    BATCH_SIZE.labels(model=model, version=str(version)).observe(rows)
+    MODEL_SECONDS.labels(model=model, version=str(version)).observe(seconds)
+    log.debug("batch model=%s version=%d rows=%d %.1fms", model, version, rows, seconds * 1000)
 
 
 async def status_check(_: Request) -> PlainTextResponse:

@@ -1,4 +1,4 @@
-"""The application core: models, pipeline and key store wired together, no web framework.
+"""The application core: models, pipeline, versions and key store wired together, no web framework.
 
 HTTP (service.py) and any other front end call ``LivenessApp``; each vendor API is a thin
 adapter that only parses requests and formats answers.
@@ -13,28 +13,53 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
 from liveness.errors import INTERNAL_ERROR, LivenessError
+from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
-from liveness.inference.embedded import EmbeddedBackend
-from liveness.keys import KeyStore, Reservation, open_key_store
-from liveness.pipeline import LivenessResult, PassivePipeline, make_detector
+from liveness.keys import KeyInfo, KeyStore, Reservation, open_key_store
+from liveness.pipeline import LivenessResult, PassivePipeline, PreparedFace
+from liveness.rollout.policy import ModelPolicy, load_policy_file
+from liveness.rollout.router import Route, Router, resolve
 from liveness.settings import Settings
 
 log = logging.getLogger("liveness")
 
+ShadowObserver = Callable[[str, int, int, float, float], None]  # model, stable, candidate, p_stable, p_cand
+
+
+def make_backend(settings: Settings, observer: BatchObserver | None) -> InferenceBackend:
+    if settings.backend == "triton":
+        from liveness.inference.triton import TritonBackend  # tritonclient only when used
+
+        return TritonBackend(settings)
+    from liveness.inference.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(
+        settings.model_repository,
+        intra_op_threads=settings.ort_intra_op_threads,
+        inflight_per_model=settings.inference_concurrency,
+        observer=observer,
+    )
+
 
 class LivenessApp:
-    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observer: BatchObserver | None = None,
+        shadow_observer: ShadowObserver | None = None,
+    ) -> None:
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.cpu_threads, thread_name_prefix="cpu")
-        models = [make_detector(settings).model, *settings.antispoof_models]
-        self.backend = EmbeddedBackend(
-            settings.model_repository,
-            models,
-            intra_op_threads=settings.ort_intra_op_threads,
-            inflight_per_model=settings.inference_concurrency,
-            observer=observer,
-        )
+        self.backend = make_backend(settings, observer)
         self.pipeline = PassivePipeline(self.backend, settings, self.executor)
+        self.models = self.pipeline.model_names
+        self.shadow_observer = shadow_observer
+        self._background: set[asyncio.Task] = set()
+        policies = load_policy_file(settings.model_policy_file)
+        self.router = self._build_router(policies)
+        for model, version in sorted(self.router.required()):
+            self.backend.load_sync(model, version)
+        self.backend.mark_ready()
         self.keys: KeyStore | None = None
         if settings.auth_enabled:
             self.keys = open_key_store(str(settings.db_path), settings.mongodb_uri)
@@ -44,15 +69,24 @@ class LivenessApp:
                 "and no quota is enforced. Never run this way outside a local demo. !!!"
             )
 
+    def _build_router(self, policies: dict[str, ModelPolicy]) -> Router:
+        table = {
+            m: resolve(policies.get(m, ModelPolicy()), latest=max(self.backend.available_versions(m)))
+            for m in self.models
+        }
+        return Router(table)
+
     @property
     def ready(self) -> bool:
         return self.backend.ready
 
-    async def admit(self, raw_key: str | None) -> None:
+    # -- keys and quota ------------------------------------------------------------------------
+
+    async def admit(self, raw_key: str | None) -> KeyInfo | None:
         """Refuse unknown keys and spent quotas before any work, without charging anything."""
         if self.keys is None:
-            return
-        await asyncio.to_thread(self.keys.check, raw_key)
+            return None
+        return await asyncio.to_thread(self.keys.check, raw_key)
 
     @asynccontextmanager
     async def charge(self, raw_key: str | None) -> AsyncIterator[Reservation | None]:
@@ -69,14 +103,17 @@ class LivenessApp:
             raise
         await asyncio.to_thread(keys.commit, reservation)
 
+    # -- checks --------------------------------------------------------------------------------
+
     async def check_image(self, raw_key: str | None, image: bytes | Callable[[], bytes]) -> LivenessResult:
         """Key and quota are checked first, so nothing is decoded for a client we would refuse.
         A unit is reserved only once the input has proved valid (decoded, one usable face): bad
         input never holds a unit that a concurrent valid request of the same key needs.
         ``image`` may be a callable that extracts the bytes (base64 decoding, form parsing)."""
-        await self.admit(raw_key)
+        info = await self.admit(raw_key)
+        route = self.router.route(info.key_id if info else None)
         try:
-            prepared = await self.pipeline.prepare(image)
+            prepared = await self.pipeline.prepare(image, route.primary)
         except LivenessError:
             raise
         except Exception as e:
@@ -84,12 +121,35 @@ class LivenessApp:
             raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
         async with self.charge(raw_key):
             try:
-                return await self.pipeline.classify(prepared)
+                result = await self.pipeline.classify(prepared, route.primary)
             except LivenessError:
                 raise
             except Exception as e:  # ours, not the client's: logged (no image data), refunded
                 log.exception("liveness check failed")
                 raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
+        if route.shadow:
+            self._spawn(self._shadow(prepared, route, result))
+        return result
+
+    async def _shadow(self, prepared: PreparedFace, route: Route, result: LivenessResult) -> None:
+        """Run candidate versions on the same crops; record, never return, their scores."""
+        versions = {**route.primary, **route.shadow}
+        try:
+            probs = await self.pipeline.classify_probs(prepared, versions)
+        except Exception:
+            log.warning("shadow inference failed", exc_info=True)
+            return
+        for clf, p in zip(self.pipeline.classifiers, probs):
+            if clf.model in route.shadow and self.shadow_observer is not None:
+                self.shadow_observer(
+                    clf.model, route.primary[clf.model], route.shadow[clf.model],
+                    result.model_scores[clf.model], float(p[1]),
+                )
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def close(self) -> None:
         self.backend.close()

@@ -8,7 +8,7 @@ import asyncio
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class PreparedFace:
     crops: tuple[np.ndarray, ...]
     image_size: tuple[int, int]  # width, height after EXIF orientation
     timings: dict[str, float]
+    models: tuple[ModelVersion, ...]  # the detector version that found the face
 
 
 def choose_face(faces: list[Face], policy: str, min_area_ratio: float) -> Face:
@@ -116,35 +117,47 @@ class PassivePipeline:
         face = choose_face(faces, self.settings.multi_face_policy, self.settings.multi_face_min_area_ratio)
         return faces, face, [c.preprocess(bgr, face) for c in self.classifiers]
 
-    async def prepare(self, data: bytes | Callable[[], bytes]) -> PreparedFace:
+    async def prepare(self, data: bytes | Callable[[], bytes], versions: Mapping[str, int]) -> PreparedFace:
         """Decode, detect, choose the face and crop: everything that can fail on bad input.
 
         ``data`` may be a callable (e.g. base64 decoding), run off the event loop with decoding."""
         t0 = time.perf_counter()
         img, x, meta = await self._cpu(self._decode_and_prepare, data)
         t1 = time.perf_counter()
-        return await self._detect(img.bgr, x, meta, (img.width, img.height), {"decode": t1 - t0}, t1)
+        return await self._detect(img.bgr, x, meta, (img.width, img.height), {"decode": t1 - t0}, t1, versions)
 
-    async def prepare_bgr(self, bgr: np.ndarray) -> PreparedFace:
+    async def prepare_bgr(self, bgr: np.ndarray, versions: Mapping[str, int]) -> PreparedFace:
         t0 = time.perf_counter()
         x, meta = await self._cpu(self.detector.preprocess, bgr)
-        return await self._detect(bgr, x, meta, (bgr.shape[1], bgr.shape[0]), {}, t0)
+        return await self._detect(bgr, x, meta, (bgr.shape[1], bgr.shape[0]), {}, t0, versions)
 
     async def _detect(
-        self, bgr: np.ndarray, x: np.ndarray, meta: Any, size: tuple[int, int], timings: dict[str, float], t1: float
+        self,
+        bgr: np.ndarray,
+        x: np.ndarray,
+        meta: Any,
+        size: tuple[int, int],
+        timings: dict[str, float],
+        t1: float,
+        versions: Mapping[str, int],
     ) -> PreparedFace:
-        outs = await self.backend.infer(self.detector.model, x)
+        model = self.detector.model
+        outs = await self.backend.infer(model, x, versions[model])
         faces, face, crops = await self._cpu(self._faces_and_crops, outs, meta, bgr)
         timings["detect"] = time.perf_counter() - t1
-        return PreparedFace(face, len(faces), tuple(crops), size, timings)
+        return PreparedFace(face, len(faces), tuple(crops), size, timings, (self.backend.version_info(model, versions[model]),))
 
-    async def classify(self, prepared: PreparedFace) -> LivenessResult:
+    async def classify_probs(self, prepared: PreparedFace, versions: Mapping[str, int]) -> list[np.ndarray]:
+        """Each classifier's softmax for the prepared face, with the given versions."""
+        logits = await asyncio.gather(
+            *(self.backend.infer(c.model, crop, versions[c.model]) for c, crop in zip(self.classifiers, prepared.crops))
+        )
+        return [MiniFASNet.postprocess(out[0])[0] for out in logits]
+
+    async def classify(self, prepared: PreparedFace, versions: Mapping[str, int]) -> LivenessResult:
         """Anti-spoof models on the crops, fused and decided.  Fails only on our side."""
         t2 = time.perf_counter()
-        logits = await asyncio.gather(
-            *(self.backend.infer(c.model, crop) for c, crop in zip(self.classifiers, prepared.crops))
-        )
-        probs = [MiniFASNet.postprocess(out[0])[0] for out in logits]
+        probs = await self.classify_probs(prepared, versions)
         score = fuse(probs)
         threshold = self.settings.threshold
         timings = {**prepared.timings, "classify": time.perf_counter() - t2}
@@ -157,10 +170,10 @@ class PassivePipeline:
             faces_found=prepared.faces_found,
             quality_flags=quality_flags(face, width, height, prepared.faces_found, self.settings.min_face_size),
             model_scores={c.model: float(p[1]) for c, p in zip(self.classifiers, probs)},
-            models=tuple(self.backend.version(m) for m in self.model_names),
+            models=prepared.models + tuple(self.backend.version_info(c.model, versions[c.model]) for c in self.classifiers),
             image_size=prepared.image_size,
             timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )
 
-    async def check_bytes(self, data: bytes | Callable[[], bytes]) -> LivenessResult:
-        return await self.classify(await self.prepare(data))
+    async def check_bytes(self, data: bytes | Callable[[], bytes], versions: Mapping[str, int]) -> LivenessResult:
+        return await self.classify(await self.prepare(data, versions), versions)

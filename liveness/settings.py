@@ -51,7 +51,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1024)
 
     # Inference
-    backend: Literal["embedded"] = "embedded"
+    backend: Literal["embedded", "triton"] = "embedded"
+    triton_url: str = "127.0.0.1:8001"  # gRPC by default; host:port
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_timeout_s: float = Field(5.0, gt=0)  # per inference call; then 503 + Retry-After
+    model_policy_file: Path = Path("model_policy.toml")  # per-model version policy (optional file)
     ort_intra_op_threads: int = Field(1, ge=1)
     inference_concurrency: int = Field(2, ge=1)  # batches in flight per model
     cpu_threads: int = Field(2, ge=1)  # decode / crop worker threads

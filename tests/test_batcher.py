@@ -16,7 +16,7 @@ from liveness.inference.batcher import DynamicBatcher
 def make(run, **kw):
     seen: list[int] = []
     b = DynamicBatcher(
-        "m", run, executor=ThreadPoolExecutor(2), observer=lambda name, rows, s: seen.append(rows),
+        "m", run, executor=ThreadPoolExecutor(2), observer=lambda rows, s: seen.append(rows),
         **{"max_batch_size": 8, "max_queue_delay_s": 0.005, **kw},
     )
     return b, seen

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 RunFn = Callable[[np.ndarray], list[np.ndarray]]
-BatchObserver = Callable[[str, int, float], None]  # model, batch rows, seconds in the model
+BatchObserver = Callable[[str, int, int, float], None]  # model, version, batch rows, seconds in the model
 
 
 @dataclass
@@ -37,7 +37,7 @@ class DynamicBatcher:
         max_queue_delay_s: float,
         executor: Executor,
         max_inflight: int = 1,
-        observer: BatchObserver | None = None,
+        observer: Callable[[int, float], None] | None = None,  # rows, seconds
     ) -> None:
         self.name = name
         self._run = run
@@ -115,7 +115,7 @@ class DynamicBatcher:
             t0 = time.perf_counter()
             outs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, x)
             if self._observer is not None:
-                self._observer(self.name, int(x.shape[0]), time.perf_counter() - t0)
+                self._observer(int(x.shape[0]), time.perf_counter() - t0)
             start = 0
             for p in batch:
                 n = p.x.shape[0]

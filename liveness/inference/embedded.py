@@ -1,9 +1,11 @@
-"""In-process ONNX Runtime backend, batched per model as the model's config.pbtxt says."""
+"""In-process ONNX Runtime backend, batched per model version as the model's config.pbtxt says."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,53 +13,95 @@ import onnxruntime as ort
 
 from liveness.errors import MODEL_UNAVAILABLE, LivenessError
 from liveness.inference.batcher import BatchObserver, DynamicBatcher
-from liveness.inference.repository import ModelConfig, ModelVersion, file_sha256, load_repository
+from liveness.inference.repository import ModelConfig, ModelVersion, file_sha256, load_config
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _Loaded:
+    info: ModelVersion
+    batcher: DynamicBatcher
+
+
 class EmbeddedBackend:
+    name = "embedded"
+
     def __init__(
         self,
         repository: Path,
-        models: list[str],
         *,
         intra_op_threads: int = 1,
         inflight_per_model: int = 2,
         observer: BatchObserver | None = None,
     ) -> None:
-        repo = load_repository(repository)
-        missing = [m for m in models if m not in repo]
-        if missing:
-            raise FileNotFoundError(f"model repository {repository} lacks {missing}; run `make models`")
-        self._configs: dict[str, ModelConfig] = {m: repo[m] for m in models}
-        self._executor = ThreadPoolExecutor(max_workers=max(2, inflight_per_model * len(models)), thread_name_prefix="ort")
-        self._versions: dict[str, ModelVersion] = {}
-        self._batchers: dict[str, DynamicBatcher] = {}
+        self.repository = repository
+        self._threads = intra_op_threads
+        self._inflight = inflight_per_model
+        self._observer = observer
+        self._executor = ThreadPoolExecutor(max_workers=max(4, inflight_per_model * 4), thread_name_prefix="ort")
+        self._configs: dict[str, ModelConfig] = {}
+        self._loaded: dict[tuple[str, int], _Loaded] = {}
         self._ready = False
-        for name, cfg in self._configs.items():
-            version = cfg.latest
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def config(self, model: str) -> ModelConfig:
+        cfg = self._configs.get(model)
+        if cfg is None:
+            model_dir = self.repository / model
+            if not (model_dir / "config.pbtxt").is_file():
+                raise FileNotFoundError(f"model repository {self.repository} has no model {model!r}; run `make models`")
+            cfg = self._configs[model] = load_config(model_dir)
+        return cfg
+
+    def available_versions(self, model: str) -> list[int]:
+        """Versions on disk now (a new version folder can appear while serving)."""
+        self._configs.pop(model, None)
+        return list(self.config(model).versions)
+
+    def load_sync(self, model: str, version: int) -> ModelVersion:
+        key = (model, version)
+        if key in self._loaded:
+            return self._loaded[key].info
+        cfg = self.config(model)
+        path = cfg.model_file(version)
+        if not path.is_file():
+            cfg = self._configs[model] = load_config(self.repository / model)  # rescan
             path = cfg.model_file(version)
-            sess = self._session(path, intra_op_threads)
-            self._warm(sess, cfg)
-            output_names = [o.name for o in cfg.outputs] or [o.name for o in sess.get_outputs()]
-            input_name = cfg.inputs[0].name if cfg.inputs else sess.get_inputs()[0].name
+            if not path.is_file():
+                raise FileNotFoundError(f"{model} has no version {version} in {self.repository}")
+        sess = self._session(path, self._threads)
+        self._warm(sess, cfg)
+        output_names = [o.name for o in cfg.outputs] or [o.name for o in sess.get_outputs()]
+        input_name = cfg.inputs[0].name if cfg.inputs else sess.get_inputs()[0].name
 
-            def run(x: np.ndarray, _s=sess, _i=input_name, _o=output_names) -> list[np.ndarray]:
-                return _s.run(_o, {_i: x})
+        def run(x: np.ndarray, _s=sess, _i=input_name, _o=output_names) -> list[np.ndarray]:
+            return _s.run(_o, {_i: x})
 
-            self._versions[name] = ModelVersion(name, version, file_sha256(path))
-            self._batchers[name] = DynamicBatcher(
-                name,
-                run,
-                max_batch_size=cfg.max_batch_size,
-                max_queue_delay_s=cfg.max_queue_delay_us / 1e6,
-                executor=self._executor,
-                max_inflight=inflight_per_model,
-                observer=observer,
-            )
-            log.info("loaded model %s version %d (max_batch_size %d, queue delay %d us)",
-                     name, version, cfg.max_batch_size, cfg.max_queue_delay_us)
+        info = ModelVersion(model, version, file_sha256(path))
+        batcher = DynamicBatcher(
+            f"{model}:{version}",
+            run,
+            max_batch_size=cfg.max_batch_size,
+            max_queue_delay_s=cfg.max_queue_delay_us / 1e6,
+            executor=self._executor,
+            max_inflight=self._inflight,
+            observer=(lambda rows, secs, _m=model, _v=version: self._observer(_m, _v, rows, secs)) if self._observer else None,
+        )
+        self._loaded[key] = _Loaded(info, batcher)
+        log.info("loaded model %s version %d (max_batch_size %d, queue delay %d us)",
+                 model, version, cfg.max_batch_size, cfg.max_queue_delay_us)
+        return info
+
+    async def load(self, model: str, version: int) -> ModelVersion:
+        # Session creation and warm-up take ~100 ms: off the event loop, so serving goes on.
+        return await asyncio.get_running_loop().run_in_executor(None, self.load_sync, model, version)
+
+    async def unload(self, model: str, version: int) -> None:
+        self._loaded.pop((model, version), None)
+
+    def mark_ready(self) -> None:
         self._ready = True
 
     @staticmethod
@@ -71,27 +115,28 @@ class EmbeddedBackend:
     @staticmethod
     def _warm(sess: ort.InferenceSession, cfg: ModelConfig) -> None:
         # One real run allocates ORT's arenas, so the first request is not the slow one.
-        dims = [d if d > 0 else 64 for d in (cfg.inputs[0].dims if cfg.inputs else ())]
         inp = sess.get_inputs()[0]
-        if not dims:
-            dims = [d if isinstance(d, int) and d > 0 else 64 for d in inp.shape[1:]]
+        dims = list(cfg.inputs[0].dims) if cfg.inputs else list(inp.shape[1:])
+        dims = [d if isinstance(d, int) and d > 0 else 64 for d in dims]
         sess.run(None, {inp.name: np.zeros([1, *dims], np.float32)})
+
+    # -- serving -------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         return self._ready
 
-    def config(self, model: str) -> ModelConfig:
-        return self._configs[model]
+    def loaded_versions(self, model: str) -> list[int]:
+        return sorted(v for (m, v) in self._loaded if m == model)
 
-    def version(self, model: str) -> ModelVersion:
-        return self._versions[model]
+    def version_info(self, model: str, version: int) -> ModelVersion:
+        return self._loaded[(model, version)].info
 
-    async def infer(self, model: str, x: np.ndarray) -> list[np.ndarray]:
-        batcher = self._batchers.get(model)
-        if batcher is None:
-            raise LivenessError(MODEL_UNAVAILABLE, f"model {model} is not loaded")
-        return await batcher.submit(x)
+    async def infer(self, model: str, x: np.ndarray, version: int) -> list[np.ndarray]:
+        loaded = self._loaded.get((model, version))
+        if loaded is None:
+            raise LivenessError(MODEL_UNAVAILABLE, f"model {model} version {version} is not loaded")
+        return await loaded.batcher.submit(x)
 
     def close(self) -> None:
         self._ready = False
