@@ -159,7 +159,7 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
 
     hist: dict[str, list[int]] = defaultdict(list)
 
-    def observer(model: str, rows: int, seconds: float) -> None:
+    def observer(model: str, version: int, rows: int, seconds: float) -> None:
         hist[model].append(rows)
 
     settings = Settings(auth_enabled=False, model_repository=REPO / "model_repository")
