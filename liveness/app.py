@@ -17,8 +17,10 @@ from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
 from liveness.keys import KeyInfo, KeyStore, Reservation, open_key_store
 from liveness.pipeline import LivenessResult, PassivePipeline, PreparedFace
-from liveness.rollout.policy import ModelPolicy, load_policy_file
-from liveness.rollout.router import Route, Router, resolve
+from liveness.rollout.manager import LiveRouting, PolicyBook
+from liveness.rollout.policy import load_policy_file
+from liveness.rollout.router import Route
+from liveness.rollout.store import open_policy_store
 from liveness.settings import Settings
 
 log = logging.getLogger("liveness")
@@ -55,10 +57,11 @@ class LivenessApp:
         self.models = self.pipeline.model_names
         self.shadow_observer = shadow_observer
         self._background: set[asyncio.Task] = set()
-        policies = load_policy_file(settings.model_policy_file)
-        self.router = self._build_router(policies)
-        for model, version in sorted(self.router.required()):
-            self.backend.load_sync(model, version)
+        self.policy_store = open_policy_store(str(settings.db_path), settings.mongodb_uri)
+        self.book = PolicyBook(
+            settings.model_repository, self.models, load_policy_file(settings.model_policy_file), self.policy_store
+        )
+        self.routing = LiveRouting(self.book, self.backend)  # loads and warms what the policies need
         self.backend.mark_ready()
         self.keys: KeyStore | None = None
         if settings.auth_enabled:
@@ -68,13 +71,6 @@ class LivenessApp:
                 "!!! AUTHENTICATION IS DISABLED (LIVENESS_AUTH_ENABLED=false): every client is accepted "
                 "and no quota is enforced. Never run this way outside a local demo. !!!"
             )
-
-    def _build_router(self, policies: dict[str, ModelPolicy]) -> Router:
-        table = {
-            m: resolve(policies.get(m, ModelPolicy()), latest=max(self.backend.available_versions(m)))
-            for m in self.models
-        }
-        return Router(table)
 
     @property
     def ready(self) -> bool:
@@ -111,7 +107,8 @@ class LivenessApp:
         input never holds a unit that a concurrent valid request of the same key needs.
         ``image`` may be a callable that extracts the bytes (base64 decoding, form parsing)."""
         info = await self.admit(raw_key)
-        route = self.router.route(info.key_id if info else None)
+        await self.routing.refresh()
+        route = self.routing.router.route(info.key_id if info else None)
         try:
             prepared = await self.pipeline.prepare(image, route.primary)
         except LivenessError:
@@ -140,11 +137,12 @@ class LivenessApp:
             log.warning("shadow inference failed", exc_info=True)
             return
         for clf, p in zip(self.pipeline.classifiers, probs):
-            if clf.model in route.shadow and self.shadow_observer is not None:
-                self.shadow_observer(
-                    clf.model, route.primary[clf.model], route.shadow[clf.model],
-                    result.model_scores[clf.model], float(p[1]),
-                )
+            if clf.model not in route.shadow:
+                continue
+            sample = (clf.model, route.primary[clf.model], route.shadow[clf.model], result.model_scores[clf.model], float(p[1]))
+            await asyncio.to_thread(self.policy_store.record_shadow, *sample, self.settings.threshold)
+            if self.shadow_observer is not None:
+                self.shadow_observer(*sample)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -156,3 +154,4 @@ class LivenessApp:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.keys is not None:
             self.keys.close()
+        self.policy_store.close()

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+import tempfile
+
 import pytest
+
+# Stores opened by in-process tests go to a throw-away file, never the repo's data/ folder.
+os.environ.setdefault("LIVENESS_DB_PATH", os.path.join(tempfile.mkdtemp(prefix="liveness-tests-"), "liveness.sqlite3"))
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media" / "dev"

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
-from typing import Iterator
+from liveness.storage.sqlite import SqliteFile
 
 from .base import (
     DEFAULT_PERIOD,
@@ -36,7 +32,6 @@ from .base import (
 )
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA_V1 = """
 CREATE TABLE api_keys (
@@ -76,101 +71,14 @@ def _row_to_info(row: sqlite3.Row | tuple) -> KeyInfo:
     )
 
 
-class SqliteKeyStore(KeyStore):
+class SqliteKeyStore(SqliteFile, KeyStore):
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None) -> None:
-        self.path = Path(path)
+        SqliteFile.__init__(self, path)
         self.clock = clock or utcnow
-        self._lock = threading.RLock()
-        self._conn_obj: sqlite3.Connection | None = None
-        self._conn_pid: int | None = None
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate()
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _conn(self) -> sqlite3.Connection:
-        # Caller holds self._lock.  A connection must not cross a fork: reopen in the child.
-        if self._conn_obj is None or self._conn_pid != os.getpid():
-            conn = sqlite3.connect(
-                str(self.path),
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,  # autocommit; transactions are explicit below
-                check_same_thread=False,  # guarded by self._lock
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._set_wal(conn)
-            # WAL + NORMAL: a commit survives any process crash or restart; only a power cut can
-            # lose the last few increments, which errs in the client's favour.  FULL would fsync
-            # twice per request (reserve + commit) on the hot path.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._conn_obj, self._conn_pid = conn, os.getpid()
-        return self._conn_obj
-
-    @staticmethod
-    def _set_wal(conn: sqlite3.Connection) -> None:
-        # Switching journal mode needs an exclusive lock and does not always go through the busy
-        # handler, so retry briefly when several processes open a fresh file at once.
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the database write lock up front (``BEGIN IMMEDIATE``),
-        so read-check-update sequences cannot interleave with other processes."""
-        with self._lock:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn()
-            conn.execute("BEGIN")  # one consistent snapshot for multi-statement reads
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has key-store schema v{version}; this code knows v{SCHEMA_VERSION}"
-                )
-            if version < 1:
-                for statement in _SCHEMA_V1.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            # Future migrations: ``if version < 2: ...``
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+        self._migrate_schema("keys", SCHEMA_VERSION, _SCHEMA_V1)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn_obj is not None and self._conn_pid == os.getpid():
-                self._conn_obj.close()
-            self._conn_obj = None
+        SqliteFile.close(self)
 
     # ------------------------------------------------------------------ lookups
 

@@ -1,0 +1,1 @@
+"""Shared storage plumbing (one SQLite file or one MongoDB database for all stores)."""
