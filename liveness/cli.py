@@ -8,7 +8,9 @@ Add a command group by writing an ``_add_<group>(groups)`` function and calling 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import secrets
 import os
 import sys
 from dataclasses import asdict
@@ -16,6 +18,11 @@ from typing import Any, Sequence
 
 from liveness.errors import LivenessError
 from liveness.keys import DEFAULT_PERIOD, PERIODS, KeyLookupError, KeyStore, open_key_store
+from liveness.pipeline import make_detector
+from liveness.rollout.manager import PolicyBook, RolloutError
+from liveness.rollout.policy import load_policy_file
+from liveness.rollout.store import open_policy_store
+from liveness.settings import Settings
 
 DEFAULT_DB_PATH = "data/liveness.sqlite3"
 
@@ -24,6 +31,18 @@ def store_from_env() -> KeyStore:
     return open_key_store(
         os.environ.get("LIVENESS_DB_PATH") or DEFAULT_DB_PATH,
         os.environ.get("LIVENESS_MONGODB_URI") or None,
+    )
+
+
+def book_from_env() -> PolicyBook:
+    """The same policy book the service workers read (settings from env / liveness.toml)."""
+    settings = Settings()
+    models = [make_detector(settings).model, *settings.antispoof_models]
+    return PolicyBook(
+        settings.model_repository,
+        models,
+        load_policy_file(settings.model_policy_file),
+        open_policy_store(str(settings.db_path), settings.mongodb_uri),
     )
 
 
@@ -102,6 +121,118 @@ def _add_keys(groups: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_keys_usage)
 
 
+# ----------------------------------------------------------------------------- models
+
+
+def _models_list(book: PolicyBook, args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "model": st.model, "versions": st.on_disk, "mode": st.resolved.mode, "serving": st.resolved.stable,
+            "candidate": st.resolved.candidate, "percent": st.resolved.percent, "previous": st.previous,
+        }
+        for st in book.states().values()
+    ]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        extra = f", {r['mode']} v{r['candidate']} at {r['percent']:g}%" if r["candidate"] is not None else ""
+        prev = f", rollback -> v{r['previous']}" if r["previous"] is not None else ""
+        print(f"{r['model']}: versions {r['versions']}; serving v{r['serving']} ({r['mode']}{extra}{prev})")
+    return 0
+
+
+def _models_load(book: PolicyBook, args: argparse.Namespace) -> int:
+    v = book.validate(args.model, args.version)
+    print(f"{v.model} v{v.version} loads and runs; parity {v.max_diff:.2e} <= {v.tolerance:.0e} ({v.metric}) on "
+          f"{v.inputs} real inputs. Workers load and warm it before routing any request to it.")
+    return 0
+
+
+def _models_promote(book: PolicyBook, args: argparse.Namespace) -> int:
+    book.promote(args.model, args.version)
+    print(f"{args.model}: v{args.version} promoted; workers switch within ~1 s after warming it.")
+    return 0
+
+
+def _models_rollback(book: PolicyBook, args: argparse.Namespace) -> int:
+    policy = book.rollback(args.model)
+    print(f"{args.model}: rolled back to v{policy.version}.")
+    return 0
+
+
+def _models_experiment(book: PolicyBook, args: argparse.Namespace) -> int:
+    book.experiment(args.model, args.command, args.version, args.percent)
+    what = "of API keys (sticky)" if args.command == "canary" else "of requests sampled, never returned"
+    print(f"{args.model}: {args.command} v{args.version} at {args.percent:g}% {what}.")
+    return 0
+
+
+def _models_shadow_report(book: PolicyBook, args: argparse.Namespace) -> int:
+    stats = book.store.shadow_stats() if book.store else []
+    if args.json:
+        _print_json([{**asdict(s), "agreement": s.agreement} for s in stats])
+        return 0
+    if not stats:
+        print("no shadow samples recorded")
+    for s in stats:
+        print(f"{s.model}: v{s.candidate} vs v{s.stable}: {s.samples} samples, verdict agreement "
+              f"{s.agreement:.1%}, |p_live diff| mean {s.mean_abs_diff:.4f} max {s.max_abs_diff:.4f}")
+    return 0
+
+
+def _add_models(groups: argparse._SubParsersAction) -> None:
+    models = groups.add_parser("models", help="model versions and rollouts")
+    models.set_defaults(opener=book_from_env)
+    cmds = models.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = cmds.add_parser("list", help="versions on disk and the serving policy of every model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_models_list)
+    p = cmds.add_parser("load", help="check that a version loads and passes its parity check")
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p.set_defaults(handler=_models_load)
+    p = cmds.add_parser("promote", help="serve a version to all traffic (validated first)")
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p.set_defaults(handler=_models_promote)
+    p = cmds.add_parser("rollback", help="stop a canary/shadow, or return to the version before the last promote")
+    p.add_argument("model")
+    p.set_defaults(handler=_models_rollback)
+    for mode, help_text in (("canary", "serve a version to a percentage of API keys"),
+                            ("shadow", "run a version beside the serving one on a sample of requests")):
+        p = cmds.add_parser(mode, help=help_text)
+        p.add_argument("model")
+        p.add_argument("version", type=int)
+        p.add_argument("--percent", type=float, required=True)
+        p.set_defaults(handler=_models_experiment)
+    p = cmds.add_parser("shadow-report", help="agreement between serving and shadow versions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_models_shadow_report)
+
+
+# ----------------------------------------------------------------------------- admin key
+
+
+def _admin_key(_: object, args: argparse.Namespace) -> int:
+    key = "lka_" + secrets.token_urlsafe(32)
+    print("Admin key for /v1/admin/* (X-Admin-Key header). Configure the service with:")
+    print(f"  LIVENESS_ADMIN_KEY_SHA256={hashlib.sha256(key.encode()).hexdigest()}")
+    print("and keep the key itself (shown once):")
+    print(key)
+    return 0
+
+
+def _add_admin_key(groups: argparse._SubParsersAction) -> None:
+    p = groups.add_parser("admin-key", help="make an admin key and the hash to configure")
+    p.set_defaults(opener=lambda: _NoStore(), handler=_admin_key)
+
+
+class _NoStore:
+    def close(self) -> None:
+        pass
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -109,19 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m liveness", description="Liveness service admin")
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     _add_keys(groups)
+    _add_models(groups)
+    _add_admin_key(groups)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        store = store_from_env()
+        store = getattr(args, "opener", store_from_env)()
     except Exception as exc:  # unreachable/corrupt store: one clear line, no traceback
-        print(f"error: cannot open key store: {exc}", file=sys.stderr)
+        print(f"error: cannot open the store: {exc}", file=sys.stderr)
         return 1
     try:
         return args.handler(store, args)
-    except (KeyLookupError, LivenessError, ValueError) as exc:
+    except (KeyLookupError, LivenessError, ValueError, RolloutError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyLookupError) else exc}", file=sys.stderr)
         return 1
     finally:

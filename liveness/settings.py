@@ -62,6 +62,8 @@ class Settings(BaseSettings):
 
     # Keys and quotas
     auth_enabled: bool = True
+    # sha256 (hex) of the admin key for /v1/admin/*; unset = admin API off.  `liveness admin-key`.
+    admin_key_sha256: str | None = None
     db_path: Path = Path("data/liveness.sqlite3")
     mongodb_uri: str | None = None
 

@@ -46,6 +46,10 @@ class PolicyBook:
         self.file_policies = file_policies
         self.store = store
 
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
     def versions_on_disk(self, model: str) -> list[int]:
         d = self.repository / model
         return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / "model.onnx").is_file()) if d.is_dir() else []

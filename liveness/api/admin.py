@@ -1,0 +1,138 @@
+"""Admin API for model rollouts (``/v1/admin/...``), protected by the admin key.
+
+The same operations as ``liveness models ...``; here the worker that takes the call also loads
+and warms the version at once, and every other worker follows within its refresh interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from dataclasses import asdict
+from typing import Any, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from liveness.errors import (
+    ADMIN_DISABLED,
+    INVALID_ADMIN_KEY,
+    INVALID_REQUEST,
+    ROLLOUT_REJECTED,
+    UNKNOWN_MODEL,
+    LivenessError,
+)
+from liveness.rollout.manager import RolloutError
+
+AppGetter = Callable[[], Any]  # -> LivenessApp of this worker (or None while loading)
+
+
+def _authorise(request: Request, expected_sha256: str | None) -> None:
+    if not expected_sha256:
+        raise LivenessError(ADMIN_DISABLED, "The admin API is off: set LIVENESS_ADMIN_KEY_SHA256 (see `liveness admin-key`).")
+    key = request.headers.get("x-admin-key", "")
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if not key or not hmac.compare_digest(digest, expected_sha256.lower()):
+        raise LivenessError(INVALID_ADMIN_KEY, "Missing or wrong X-Admin-Key.")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        doc = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
+    if not isinstance(doc, dict):
+        raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
+    return doc
+
+
+def _int(doc: dict[str, Any], key: str) -> int:
+    try:
+        return int(doc[key])
+    except (KeyError, TypeError, ValueError):
+        raise LivenessError(INVALID_REQUEST, f"'{key}' (an integer) is required.") from None
+
+
+def _states(app: Any) -> list[dict[str, Any]]:
+    loaded = {m: app.backend.loaded_versions(m) for m in app.models}
+    out = []
+    for st in app.book.states().values():
+        r = app.routing.router.table.get(st.model, st.resolved)
+        out.append({
+            "model": st.model, "versions_on_disk": st.on_disk, "loaded_here": loaded[st.model],
+            "policy": st.policy.as_dict(), "serving": r.stable, "candidate": r.candidate, "mode": r.mode,
+            "percent": r.percent, "previous": st.previous,
+        })
+    return out
+
+
+def admin_routes(get_app: AppGetter, admin_key_sha256: Callable[[], str | None]) -> list[Route]:
+    def endpoint(fn: Callable[[Any, Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def handle(request: Request) -> JSONResponse:
+            try:
+                _authorise(request, admin_key_sha256())
+                app = get_app()
+                if app is None:
+                    return JSONResponse({"error": {"code": "not_ready", "message": "Models are loading."}}, 503)
+                model = request.path_params.get("model")
+                if model is not None and model not in app.models:
+                    raise LivenessError(UNKNOWN_MODEL, f"Unknown model {model!r}; known: {', '.join(app.models)}.")
+                return JSONResponse(await fn(app, request))
+            except LivenessError as e:
+                return JSONResponse(e.envelope(), e.status)
+            except RolloutError as e:
+                return JSONResponse(LivenessError(ROLLOUT_REJECTED, str(e)).envelope(), ROLLOUT_REJECTED.status)
+
+        return handle
+
+    async def list_models(app: Any, request: Request) -> Any:
+        return {"models": await asyncio.to_thread(_states, app)}
+
+    async def load(app: Any, request: Request) -> Any:
+        model, version = request.path_params["model"], _int(await _body(request), "version")
+        v = await asyncio.to_thread(app.book.validate, model, version)
+        await app.backend.load(model, version)
+        return {"loaded": asdict(v)}
+
+    async def promote(app: Any, request: Request) -> Any:
+        model, version = request.path_params["model"], _int(await _body(request), "version")
+        await asyncio.to_thread(app.book.promote, model, version)
+        await app.routing.refresh(force=True)
+        return {"models": await asyncio.to_thread(_states, app)}
+
+    async def rollback(app: Any, request: Request) -> Any:
+        await asyncio.to_thread(app.book.rollback, request.path_params["model"])
+        await app.routing.refresh(force=True)
+        return {"models": await asyncio.to_thread(_states, app)}
+
+    def experiment(mode: str) -> Callable[[Any, Request], Awaitable[Any]]:
+        async def run(app: Any, request: Request) -> Any:
+            doc = await _body(request)
+            try:
+                percent = float(doc["percent"])
+            except (KeyError, TypeError, ValueError):
+                raise LivenessError(INVALID_REQUEST, "'percent' (0..100) is required.") from None
+            await asyncio.to_thread(app.book.experiment, request.path_params["model"], mode, _int(doc, "version"), percent)
+            await app.routing.refresh(force=True)
+            return {"models": await asyncio.to_thread(_states, app)}
+
+        return run
+
+    async def shadow_report(app: Any, request: Request) -> Any:
+        stats = await asyncio.to_thread(app.policy_store.shadow_stats)
+        return {"shadow": [{**asdict(s), "agreement": s.agreement} for s in stats]}
+
+    base = "/v1/admin"
+    return [
+        Route(f"{base}/models", endpoint(list_models), methods=["GET"]),
+        Route(f"{base}/models/{{model}}/load", endpoint(load), methods=["POST"]),
+        Route(f"{base}/models/{{model}}/promote", endpoint(promote), methods=["POST"]),
+        Route(f"{base}/models/{{model}}/rollback", endpoint(rollback), methods=["POST"]),
+        Route(f"{base}/models/{{model}}/canary", endpoint(experiment("canary")), methods=["POST"]),
+        Route(f"{base}/models/{{model}}/shadow", endpoint(experiment("shadow")), methods=["POST"]),
+        Route(f"{base}/shadow-report", endpoint(shadow_report), methods=["GET"]),
+    ]
