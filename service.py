@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from liveness.api import facia, native
+from liveness.api.admin import admin_routes
 from liveness.api.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
 from liveness.app import LivenessApp
 from liveness.errors import IMAGE_TOO_LARGE, LivenessError
@@ -53,6 +54,29 @@ MODEL_SECONDS = bentoml.metrics.Histogram(
     labelnames=["model", "version"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
 )
+VERSION_REQUESTS = bentoml.metrics.Counter(
+    name="liveness_model_requests",
+    documentation="Decisions each model version took part in",
+    labelnames=["model", "version"],
+)
+VERSION_LATENCY = bentoml.metrics.Histogram(
+    name="liveness_model_request_seconds",
+    documentation="Pipeline time of the requests each model version served",
+    labelnames=["model", "version"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
+VERSION_SCORES = bentoml.metrics.Histogram(
+    name="liveness_model_live_probability",
+    documentation="Live-class probability per anti-spoof model version (judge a canary by it)",
+    labelnames=["model", "version"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
+SHADOW_DIFF = bentoml.metrics.Histogram(
+    name="liveness_shadow_abs_diff",
+    documentation="|p_live(shadow) - p_live(serving)| on sampled requests",
+    labelnames=["model", "stable", "candidate"],
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
 DECISIONS = bentoml.metrics.Counter(
     name="liveness_decisions",
     documentation="Liveness answers by endpoint and outcome",
@@ -66,14 +90,38 @@ def observe_batch(model: str, version: int, rows: int, seconds: float) -> None:
     log.debug("batch model=%s version=%d rows=%d %.1fms", model, version, rows, seconds * 1000)
 
 
-async def status_check(_: Request) -> PlainTextResponse:
+def observe_result(result: Any) -> None:
+    seconds = sum(result.timings_ms.values()) / 1000
+    for m in result.models:
+        labels = {"model": m.name, "version": str(m.version)}
+        VERSION_REQUESTS.labels(**labels).inc()
+        VERSION_LATENCY.labels(**labels).observe(seconds)
+        if m.name in result.model_scores:
+            VERSION_SCORES.labels(**labels).observe(result.model_scores[m.name])
+
+
+def observe_shadow(model: str, stable: int, candidate: int, p_stable: float, p_candidate: float) -> None:
+    SHADOW_DIFF.labels(model=model, stable=str(stable), candidate=str(candidate)).observe(abs(p_stable - p_candidate))
+
+
+def current_core() -> LivenessApp | None:
     svc = bentoml.get_current_service()
-    if svc is None or not svc.core.ready:
+    return getattr(svc, "core", None) if svc is not None else None
+
+
+async def status_check(_: Request) -> PlainTextResponse:
+    core = current_core()
+    if core is None or not core.ready:
         return PlainTextResponse("Service is loading", status_code=503)
     return PlainTextResponse("Service is live")
 
 
-status_app = Starlette(routes=[Route("/status_check", status_check, methods=["GET"])])
+status_app = Starlette(
+    routes=[
+        Route("/status_check", status_check, methods=["GET"]),
+        *admin_routes(current_core, lambda: settings.admin_key_sha256),
+    ]
+)
 
 # Base64 inflates by 4/3; JSON and multipart framing need a little more.
 BODY_LIMIT = settings.max_image_bytes * 4 // 3 + 64 * 1024
@@ -102,7 +150,7 @@ def too_large(path: str, limit: int) -> dict[str, Any]:
 @bentoml.asgi_app(status_app, path="/")
 class Liveness:
     def __init__(self) -> None:
-        self.core = LivenessApp(settings, observer=observe_batch)
+        self.core = LivenessApp(settings, observer=observe_batch, shadow_observer=observe_shadow)
 
     def __is_ready__(self) -> bool:
         return self.core.ready
@@ -123,6 +171,7 @@ class Liveness:
             DECISIONS.labels(endpoint="facia", outcome=err.code).inc()
             return respond(ctx, status, payload)
         DECISIONS.labels(endpoint="facia", outcome="live" if result.is_live else "spoof").inc()
+        observe_result(result)
         return respond(ctx, facia.SUCCESS_STATUS, facia.response(result))
 
     @bentoml.api(route="/v1/liveness")
@@ -138,6 +187,7 @@ class Liveness:
             DECISIONS.labels(endpoint="native", outcome=err.code).inc()
             return respond(ctx, err.status, {**err.envelope(), "request_id": request_id})
         DECISIONS.labels(endpoint="native", outcome="live" if result.is_live else "spoof").inc()
+        observe_result(result)
         return respond(ctx, 200, native.response(result, request_id))
 
 
