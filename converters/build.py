@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from converters.config_pbtxt import config_for
+from converters.onnx_edit import session
 from converters.spec import ModelSpec
 
 HERE = Path(__file__).resolve().parent
@@ -81,19 +83,67 @@ def build_one(spec: ModelSpec, sources: Path, out: Path, step: str) -> dict:
     worst = max(diffs.values()) if diffs else 0.0
     if worst > spec.parity_tolerance:
         raise RuntimeError(f"{spec.name}: parity {worst:.2e} exceeds {spec.parity_tolerance:.0e}; not written")
-    # Write next to the target then swap, so a failed build never leaves half a model behind.
+    variants = []
+    for v in spec.variants:
+        tv = time.perf_counter()
+        print(f"{step} {spec.name}: version {v.version}: {v.description}", flush=True)
+        vmodel = v.transform(model, sources)
+        print(f"{step} {spec.name}:   measuring version {v.version} against version {spec.version} on real faces", flush=True)
+        vreport = v.evaluate(model, vmodel, sources)
+        print(
+            f"{step} {spec.name}:   max |dev| {vreport['max_abs_dev']:.4f} (tolerance {v.tolerance}), "
+            f"mean {vreport.get('mean_abs_dev', float('nan')):.4f} over {vreport.get('n_crops', '?')} inputs",
+            flush=True,
+        )
+        if "speedup" in vreport:
+            sp = ", ".join(f"{b} {x:.2f}x" for b, x in vreport["speedup"].items())
+            print(f"{step} {spec.name}:   speed-up vs version {spec.version}: {sp}", flush=True)
+        problems = list(vreport.get("failures", []))
+        if vreport["max_abs_dev"] > v.tolerance:
+            problems.append(f"max |dev| {vreport['max_abs_dev']:.4f} exceeds {v.tolerance}")
+        if problems:
+            raise RuntimeError(f"{spec.name} version {v.version}: " + "; ".join(problems) + "; model not written")
+        vreport["tolerance"] = v.tolerance
+        vreport["description"] = v.description
+        vreport["build_seconds"] = round(time.perf_counter() - tv, 1)
+        variants.append((v, vmodel, vreport))
+    reference = None
+    if spec.reference_inputs is not None:
+        x = spec.reference_inputs(sources)
+        reference = {"x": x, "y": session(model).run(None, {spec.inputs[0].name: x})[0], "metric": spec.reference_metric, **spec.reference_extra}
+    # Write next to the target then swap, so a failed build never leaves half a model behind
+    # (every version of a model, its config and notes are swapped in together).
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=out))
-    (tmp / str(spec.version)).mkdir()
-    model_path = tmp / str(spec.version) / "model.onnx"
-    onnx.save(model, str(model_path))
-    (tmp / "config.pbtxt").write_text(config_for(spec))
+    try:
+        (tmp / str(spec.version)).mkdir()
+        onnx.save(model, str(tmp / str(spec.version) / "model.onnx"))
+        if reference is not None:
+            np.savez(tmp / str(spec.version) / "parity.npz", tolerance=spec.parity_tolerance, **reference)
+        for v, vmodel, vreport in variants:
+            (tmp / str(v.version)).mkdir()
+            onnx.save(vmodel, str(tmp / str(v.version) / "model.onnx"))
+            if reference is not None:
+                np.savez(tmp / str(v.version) / "parity.npz", tolerance=v.tolerance, **reference)
+            for fname, text in (v.notes(vreport) if v.notes else {}).items():
+                (tmp / str(v.version) / fname).write_text(text)
+        (tmp / "config.pbtxt").write_text(config_for(spec))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = out / spec.name
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     digest = sha256_file(final / str(spec.version) / "model.onnx")
-    print(f"{step} {spec.name}: wrote {final}/{spec.version}/model.onnx ({time.perf_counter() - t0:.1f}s)", flush=True)
-    return {"version": spec.version, "role": spec.role, "sha256": digest, "parity_max_abs_diff": diffs}
+    written = ", ".join(f"{final}/{v}/model.onnx" for v in [spec.version] + [v.version for v, _, _ in variants])
+    print(f"{step} {spec.name}: wrote {written} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    entry = {"version": spec.version, "role": spec.role, "sha256": digest, "parity_max_abs_diff": diffs}
+    if variants:
+        entry["variants"] = {
+            str(v.version): {"sha256": sha256_file(final / str(v.version) / "model.onnx"), **vreport}
+            for v, _, vreport in variants
+        }
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:

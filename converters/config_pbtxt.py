@@ -23,5 +23,10 @@ def config_for(spec: ModelSpec, backend: str = "onnxruntime") -> str:
     cfg["version_policy"] = {"latest": {"num_versions": 1}}
     cfg["instance_group"] = [{"kind": Enum("KIND_CPU"), "count": 1}]
     params = {"role": spec.role, "licence": spec.licence, "upstream": spec.upstream, **spec.parameters}
+    if spec.variants:
+        # Triton serves the latest version (policy above); our service picks versions itself
+        # (model_policy.toml) and reads what each one is from here.
+        versions = [(spec.version, "float32 export")] + [(v.version, v.description) for v in spec.variants]
+        params["versions"] = "; ".join(f"{v}: {d}" for v, d in versions)
     cfg["parameters"] = [{"key": k, "value": {"string_value": v}} for k, v in params.items()]
     return dumps(cfg) + "\n"

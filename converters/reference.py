@@ -53,12 +53,32 @@ class ReferenceDetector:
         return ReferenceFace(img, bbox, float(out[i, 2]))
 
 
-def reference_crops(sources: Path, images: list[Path], scale: float, size: int = 80) -> np.ndarray:
-    """Upstream crops of the best face of each image, as an NCHW float32 batch (BGR, 0..255)."""
+def reference_crops(sources: Path, images: list[Path] | list[np.ndarray], scale: float, size: int = 80) -> np.ndarray:
+    """Upstream crops of the best face of each image (a path or a BGR array, e.g. a video frame),
+    as an NCHW float32 batch (BGR, 0..255)."""
     det = ReferenceDetector(sources)
     crops = []
     for p in images:
-        img = cv2.imread(str(p))
+        img = p if isinstance(p, np.ndarray) else cv2.imread(str(p))
         face = det.detect(img)
         crops.append(crop_face(img, face.bbox, scale, size))
     return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def video_frames(path: Path, step: int = 1) -> list[np.ndarray]:
+    """Every ``step``-th frame of a video or animated GIF (BGR), read with OpenCV."""
+    cap = cv2.VideoCapture(str(path))
+    frames, i = [], 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % step == 0:
+                frames.append(frame)
+            i += 1
+    finally:
+        cap.release()
+    if not frames:
+        raise RuntimeError(f"{path}: no frames decoded")
+    return frames

@@ -19,6 +19,22 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class VariantSpec:
+    """An extra version of a model derived from its version 1 (e.g. INT8), written beside it."""
+
+    version: int
+    description: str
+    # (version-1 model, sources dir) -> the variant model.
+    transform: Callable[[onnx.ModelProto, Path], onnx.ModelProto]
+    # (version-1 model, variant, sources dir) -> JSON-able measurements on real inputs; must hold
+    # "max_abs_dev" (compared to ``tolerance``) and "failures" (list of str; must be empty).
+    evaluate: Callable[[onnx.ModelProto, onnx.ModelProto, Path], dict]
+    tolerance: float  # on max_abs_dev (for the anti-spoof models: |p(live) variant - p(live) v1|)
+    # measurements -> {file name: text} written next to the variant's model.onnx.
+    notes: Callable[[dict], dict[str, str]] | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     role: str  # detector | antispoof | landmarks | embedder
@@ -37,6 +53,12 @@ class ModelSpec:
     licence: str = ""
     upstream: str = ""
     parity_tolerance: float = 1e-4
+    variants: tuple[VariantSpec, ...] = ()
+    # Real inputs stored with every version as parity.npz, with the outputs version 1 gives on
+    # them: the service re-checks a version against them before it takes traffic.
+    reference_inputs: Callable[[Path], np.ndarray] | None = None
+    reference_metric: str = "max_abs"  # or "softmax" for classifiers (compare probabilities)
+    reference_extra: dict[str, int] = field(default_factory=dict)  # e.g. live_class: the column compared
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

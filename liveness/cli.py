@@ -144,7 +144,7 @@ def _models_list(book: PolicyBook, args: argparse.Namespace) -> int:
 
 def _models_load(book: PolicyBook, args: argparse.Namespace) -> int:
     v = book.validate(args.model, args.version)
-    print(f"{v.model} v{v.version} loads and runs; parity {v.max_diff:.2e} <= {v.tolerance:.0e} ({v.metric}) on "
+    print(f"{v.model} v{v.version} loads and runs; parity {v.max_diff:.2e} <= {v.tolerance:.2g} ({v.metric}) on "
           f"{v.inputs} real inputs. Workers load and warm it before routing any request to it.")
     return 0
 

@@ -20,6 +20,7 @@ from converters.triton_python import write_python_backend_repository
 from liveness.antispoof.crop import crop_face
 from liveness.detection.retinaface import RetinaFace
 from liveness.inference import pbtxt
+from liveness.inference.repository import load_repository
 from liveness.inference.triton_server import TritonServer, triton_venv
 
 pytestmark = [
@@ -82,7 +83,10 @@ def crops(media, model_repository):
 
 
 def reference(model_repository, model: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    sess = ort.InferenceSession(str(model_repository / model / "1/model.onnx"), providers=["CPUExecutionProvider"])
+    # The version Triton serves by itself: config.pbtxt's version_policy is latest {num_versions: 1}
+    # (minifasnet_*/2 is the INT8 build; our service picks versions itself).
+    version = load_repository(model_repository)[model].latest
+    sess = ort.InferenceSession(str(model_repository / model / str(version) / "model.onnx"), providers=["CPUExecutionProvider"])
     return sess.run(None, feed)
 
 
