@@ -20,7 +20,10 @@ def config_for(spec: ModelSpec, backend: str = "onnxruntime") -> str:
         batching["preferred_batch_size"] = list(spec.preferred_batch_sizes)
     batching["max_queue_delay_microseconds"] = spec.max_queue_delay_us
     cfg["dynamic_batching"] = batching
-    cfg["version_policy"] = {"latest": {"num_versions": 1}}
+    # Every version on disk is served; which one answers a request is the client's choice (our
+    # service names a version in every call, per its rollout policy), so canary and shadow work
+    # on a plain Triton too.  A request without a version gets the highest one.
+    cfg["version_policy"] = {"all": {}} if spec.variants else {"latest": {"num_versions": 1}}
     cfg["instance_group"] = [{"kind": Enum("KIND_CPU"), "count": 1}]
     params = {"role": spec.role, "licence": spec.licence, "upstream": spec.upstream, **spec.parameters}
     if spec.variants:
