@@ -5,7 +5,17 @@ BIN    := $(VENV)/bin
 PORT   ?= 3000
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install models serve test bench loadtest clean
+# Triton backend: a real tritonserver (nvidia-pytriton's, Python backend only) in its own venv
+# (numpy<2), serving the Python-backend twin of model_repository.  Ports are overridable.
+TRITON_VENV  ?= .venv-triton
+TRITON_REPO  ?= .triton/repository
+TRITON_HTTP_PORT    ?= 8000
+TRITON_GRPC_PORT    ?= 8001
+TRITON_METRICS_PORT ?= 8002
+TRITON_PINS  := nvidia-pytriton==0.7.0 numpy==1.26.4 onnxruntime==1.32.0
+TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell echo '$(TRITON_PINS)' | sha256sum | cut -c1-12)
+
+.PHONY: install models serve test bench loadtest clean triton triton-venv triton-repo serve-triton
 
 install: $(STAMP)
 
@@ -25,8 +35,34 @@ model_repository/build_report.json: $(wildcard converters/*.py) converters/sourc
 serve: models
 	$(BIN)/bentoml serve service:Liveness --host 0.0.0.0 --port $(PORT)
 
-test: models
+# The Triton tests (marker `triton`) run too: they need .venv-triton (~1-2 min to create).
+test: models triton-venv
 	$(BIN)/python -m pytest -q
+
+triton: triton-venv triton-repo
+
+triton-venv: $(TRITON_STAMP)
+
+$(TRITON_STAMP):
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TRITON_VENV)/bin/pip install -q $(TRITON_PINS)
+	rm -f $(TRITON_VENV)/.installed-*; touch $@
+
+triton-repo: models $(TRITON_REPO).built
+
+$(TRITON_REPO).built: model_repository/build_report.json converters/triton_python.py
+	$(BIN)/python -m converters.triton_python model_repository $(TRITON_REPO)
+	touch $@
+
+# tritonserver (explicit model control) and, while it runs, the Bento in front of it; stopping
+# the Bento (Ctrl-C) stops Triton.  The Bento reads the same repository Triton serves.
+serve-triton: models triton-venv triton-repo
+	LIVENESS_BACKEND=triton LIVENESS_TRITON_URL=127.0.0.1:$(TRITON_GRPC_PORT) \
+	LIVENESS_MODEL_REPOSITORY=$(TRITON_REPO) LIVENESS_TRITON_VENV=$(abspath $(TRITON_VENV)) \
+	$(BIN)/python -m liveness.inference.triton_server serve --repository $(TRITON_REPO) \
+		--http-port $(TRITON_HTTP_PORT) --grpc-port $(TRITON_GRPC_PORT) --metrics-port $(TRITON_METRICS_PORT) \
+		-- $(BIN)/bentoml serve service:Liveness --host 0.0.0.0 --port $(PORT)
 
 # Benchmarks measure; they are not tests.  Results go to docs/PERFORMANCE.md.
 bench: models

@@ -134,6 +134,12 @@ def respond(ctx: bentoml.Context, status: int, payload: dict[str, Any]) -> Any:
     return JSONResponse(payload, status_code=status)
 
 
+def retry_later(ctx: bentoml.Context, err: LivenessError) -> None:
+    """503s (model_unavailable, not_ready) tell the client when to come back."""
+    if err.status == 503:
+        ctx.response.headers["Retry-After"] = str(err.details.get("retry_after", 1))
+
+
 def too_large(path: str, limit: int) -> dict[str, Any]:
     message = f"The request body exceeds {limit} bytes (images up to {settings.max_image_bytes} bytes)."
     if path == "/liveness":
@@ -152,7 +158,7 @@ class Liveness:
     def __init__(self) -> None:
         self.core = LivenessApp(settings, observer=observe_batch, shadow_observer=observe_shadow)
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:  # async: runs in the serving loop (the Triton probe lives there)
         return self.core.ready
 
     @bentoml.on_shutdown
@@ -169,6 +175,7 @@ class Liveness:
         except LivenessError as err:
             status, payload = facia.error_response(err)
             DECISIONS.labels(endpoint="facia", outcome=err.code).inc()
+            retry_later(ctx, err)
             return respond(ctx, status, payload)
         DECISIONS.labels(endpoint="facia", outcome="live" if result.is_live else "spoof").inc()
         observe_result(result)
@@ -185,6 +192,7 @@ class Liveness:
             result = await self.core.check_image(key, image)
         except LivenessError as err:
             DECISIONS.labels(endpoint="native", outcome=err.code).inc()
+            retry_later(ctx, err)
             return respond(ctx, err.status, {**err.envelope(), "request_id": request_id})
         DECISIONS.labels(endpoint="native", outcome="live" if result.is_live else "spoof").inc()
         observe_result(result)

@@ -98,8 +98,9 @@ def infer(client, module, model: str, x: np.ndarray, name: str, outputs: list[st
 
 
 def stats(http_client, model: str) -> tuple[int, int]:
-    s = http_client.get_inference_statistics(model)["model_stats"][0]  # GET /v2/models/<model>/stats
-    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+    stats = http_client.get_inference_statistics(model)["model_stats"]  # GET /v2/models/<model>/stats
+    # One entry per version: summed, whichever version the requests went to (the latest one).
+    return sum(int(s.get("inference_count", 0)) for s in stats), sum(int(s.get("execution_count", 0)) for s in stats)
 
 
 def test_generated_configs_differ_only_in_backend(model_repository, python_repository):

@@ -156,7 +156,7 @@ class TritonServer:
             "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
             "--exit-on-error=true", "--log-verbose=0",
             # unique shared-memory names: other servers (other test runs) may share /dev/shm
-            f"--backend-config=python,shm-region-prefix-name=liveness_{os.getpid()}_{self.http_port}_",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         cmd += [f"--load-model={name}" for name in self.load]
         return cmd + self.extra_args
@@ -211,6 +211,23 @@ class TritonServer:
                 proc.wait()
         return proc.returncode
 
+    def kill(self) -> None:
+        """SIGKILL the server and its stubs (a crash, for failure tests); clears its shared memory."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        for leftover in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            leftover.unlink(missing_ok=True)
+
+    @property
+    def shm_prefix(self) -> str:
+        return f"liveness_{os.getpid()}_{self.http_port}_"
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -223,3 +240,68 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m liveness.inference.triton_server serve --repository R [-- COMMAND...]``
+
+    Starts tritonserver and waits until it is ready; then runs COMMAND (e.g. ``bentoml serve``) and
+    stops Triton when COMMAND exits, or, without COMMAND, serves until SIGINT/SIGTERM."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m liveness.inference.triton_server", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("serve", help="run tritonserver (and optionally a command while it runs)")
+    sp.add_argument("--repository", type=Path, default=triton_cache() / "repository")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--http-port", type=int, default=8000)
+    sp.add_argument("--grpc-port", type=int, default=8001)
+    sp.add_argument("--metrics-port", type=int, default=8002)
+    sp.add_argument("--model-control", choices=["none", "explicit", "poll"], default="explicit")
+    sp.add_argument("--load", action="append", default=[], help="model to load at start (repeatable)")
+    sp.add_argument("--log", type=Path, default=None, help="server log file (default under .triton/logs)")
+    sp.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS... to run while Triton serves")
+    args = ap.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.model_control,
+                          args.load, log_path=args.log, host=args.host)
+    stopping = False
+
+    def on_signal(signum, _frame):  # SIGTERM: stop the command (if any), then Triton
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    child: subprocess.Popen | None = None
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        seconds = server.start(timeout=120)
+        print(f"tritonserver ready in {seconds:.1f}s: http {server.http_url}, grpc {server.grpc_url}, "
+              f"metrics {server.host}:{server.metrics_port}; log {server.log_path}", file=sys.stderr, flush=True)
+        if command:
+            child = subprocess.Popen(command)
+            while True:
+                try:
+                    return child.wait()
+                except KeyboardInterrupt:  # Ctrl-C reached the command too; wait for it to finish
+                    continue
+        while not stopping and server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        return 0 if stopping else 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        server.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

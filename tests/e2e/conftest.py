@@ -264,6 +264,68 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
+# ----------------------------------------------------------------------------- triton backend
+# A real tritonserver (Python backend + ONNX Runtime, from .venv-triton) on the Python-backend twin
+# of model_repository, and a Bento with LIVENESS_BACKEND=triton in front of it.  Tests using these
+# are skipped only when .venv-triton is missing.
+
+
+def require_triton_venv() -> None:
+    from liveness.inference.triton_server import triton_venv
+
+    if not (triton_venv() / "bin" / "python").exists():
+        pytest.skip(f"{triton_venv()} missing: create it with `make triton-venv`")
+
+
+def triton_env(triton, repository: Path, protocol: str = "grpc", **extra: str) -> dict[str, str]:
+    """Environment of a Bento that serves through ``triton`` (a TritonServer)."""
+    return {
+        "LIVENESS_BACKEND": "triton",
+        "LIVENESS_TRITON_PROTOCOL": protocol,
+        "LIVENESS_TRITON_URL": triton.grpc_url if protocol == "grpc" else triton.http_url,
+        "LIVENESS_MODEL_REPOSITORY": str(repository),  # the repository Triton serves
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def triton_repository(e2e_dir: Path) -> Path:
+    require_triton_venv()
+    from converters.triton_python import write_python_backend_repository
+
+    dst = e2e_dir / "triton-repository"
+    write_python_backend_repository(REPO / "model_repository", dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repository: Path, e2e_dir: Path):
+    """Explicit model control, nothing loaded: the Bento loads what it needs."""
+    from liveness.inference.triton_server import TritonServer
+
+    srv = TritonServer(triton_repository, model_control="explicit", log_path=e2e_dir / "tritonserver.log")
+    srv.start(timeout=120)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_bento(triton_server, triton_repository: Path, db_path: Path, e2e_dir: Path) -> Iterator[Server]:
+    srv = start_server(db_path, e2e_dir, triton_env(triton_server, triton_repository))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_client(triton_bento: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=triton_bento.url, timeout=60.0) as c:
+        yield c
+
+
 # ----------------------------------------------------------------------------- media
 
 

@@ -1,0 +1,143 @@
+"""``TritonBackend`` against a real tritonserver (explicit model control): versioned loads through
+config overrides, unloads that keep the other versions, failures as ``model_unavailable``.
+
+    python -m pytest -m triton tests/test_triton_backend.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from converters.triton_python import write_python_backend_repository
+from liveness.errors import MODEL_UNAVAILABLE, LivenessError
+from liveness.inference.repository import file_sha256
+from liveness.inference.triton_server import TritonServer, free_port, triton_venv
+from liveness.settings import Settings
+
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(
+        not (triton_venv() / "bin" / "python").exists(),
+        reason=f"{triton_venv()} missing: create it with `make triton-venv`",
+    ),
+]
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[grpc,http] not installed in this venv")
+triton = pytest.importorskip("liveness.inference.triton")
+
+MODEL = "minifasnet_v2"
+
+
+@pytest.fixture(scope="module")
+def repo(model_repository, tmp_path_factory):
+    """The Python-backend twin, with a version 2 of minifasnet_v2 (v1's weights if the repo has none)."""
+    dst = tmp_path_factory.mktemp("triton-backend") / "repository"
+    write_python_backend_repository(model_repository, dst)
+    v1, v2 = dst / MODEL / "1", dst / MODEL / "2"
+    if not (v2 / "model.onnx").is_file():
+        v2.mkdir(exist_ok=True)
+        os.link(v1 / "model.onnx", v2 / "model.onnx")
+        shutil.copy2(v1 / "model.py", v2 / "model.py")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def server(repo, tmp_path_factory):
+    srv = TritonServer(repo, model_control="explicit", log_path=tmp_path_factory.mktemp("log") / "triton.log")
+    srv.start(timeout=120)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    c = httpclient.InferenceServerClient(server.http_url)
+    yield c
+    c.close()
+
+
+def backend(repo, url: str, protocol: str = "grpc", timeout: float = 5.0):
+    return triton.TritonBackend(Settings(backend="triton", model_repository=repo, triton_url=url,
+                                         triton_protocol=protocol, triton_timeout_s=timeout))
+
+
+def ready_versions(http, model: str) -> set[int]:
+    return {int(m["version"]) for m in http.get_model_repository_index()
+            if m["name"] == model and m.get("version") and m.get("state") == "READY"}
+
+
+def test_config_json_is_the_pbtxt_with_a_specific_version_policy(repo):
+    cfg = json.loads(triton.config_json((repo / MODEL / "config.pbtxt").read_text(), [2, 1]))
+    assert cfg["name"] == MODEL and cfg["backend"] == "python" and cfg["max_batch_size"] == 32
+    assert cfg["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [3, 80, 80]}]
+    assert cfg["output"] == [{"name": "output", "data_type": "TYPE_FP32", "dims": [3]}]
+    assert cfg["version_policy"] == {"specific": {"versions": [1, 2]}}
+    assert cfg["parameters"]["crop_scale"] == {"string_value": "2.7"}
+    assert cfg["instance_group"] == [{"kind": "KIND_CPU", "count": 1}]
+
+
+def test_versions_load_side_by_side_and_unload_separately(repo, server, http):
+    b = backend(repo, server.grpc_url)
+    info = b.load_sync(MODEL, 1)
+    assert info.sha256 == file_sha256(repo / MODEL / "1" / "model.onnx")
+    assert ready_versions(http, MODEL) == {1}
+    b.mark_ready()
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 80, 80)).astype(np.float32)
+    want = {v: ort.InferenceSession(str(repo / MODEL / str(v) / "model.onnx"), providers=["CPUExecutionProvider"])
+            .run(None, {"input": x})[0] for v in (1, 2)}
+
+    async def scenario():
+        try:
+            await b.load(MODEL, 2)  # must not unload version 1
+            assert ready_versions(http, MODEL) == {1, 2}
+            assert b.loaded_versions(MODEL) == [1, 2]
+            for v in (1, 2):
+                got = (await b.infer(MODEL, x, v))[0]
+                assert got.shape == (2, 3) and float(np.abs(got - want[v]).max()) <= 1e-3
+            assert b.ready
+            await b.unload(MODEL, 2)
+            deadline = time.monotonic() + 30
+            while ready_versions(http, MODEL) != {1} and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert ready_versions(http, MODEL) == {1}
+            assert b.loaded_versions(MODEL) == [1]
+            with pytest.raises(LivenessError) as exc:
+                await b.infer(MODEL, x, 2)
+            assert exc.value.kind is MODEL_UNAVAILABLE and exc.value.details["backend"] == "triton"
+            await b.unload(MODEL, 1)
+            while ready_versions(http, MODEL) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert ready_versions(http, MODEL) == set()
+        finally:
+            b.close()
+
+    asyncio.run(scenario())
+
+
+def test_unreachable_server_is_model_unavailable_quickly(repo, server):
+    b = backend(repo, server.grpc_url, timeout=1.0)
+    b.load_sync("minifasnet_v1se", 1)
+    b.mark_ready()
+    b.url = f"127.0.0.1:{free_port()}"  # nothing listens there
+    x = np.zeros((1, 3, 80, 80), np.float32)
+
+    async def scenario():
+        try:
+            t0 = time.perf_counter()
+            with pytest.raises(LivenessError) as exc:
+                await b.infer("minifasnet_v1se", x, 1)
+            assert time.perf_counter() - t0 < 2.0
+            assert exc.value.kind is MODEL_UNAVAILABLE
+            assert exc.value.details == {"retry_after": 1, "backend": "triton"}
+            assert not b.ready
+        finally:
+            b.close()
+
+    asyncio.run(scenario())
