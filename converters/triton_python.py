@@ -122,7 +122,10 @@ def write_python_backend_repository(src: Path, dst: Path) -> None:
         (out / "config.pbtxt").write_text(python_backend_config((model / "config.pbtxt").read_text()))
         for version in sorted(v for v in model.iterdir() if v.name.isdigit() and (v / "model.onnx").is_file()):
             (out / version.name).mkdir()
-            _link_or_copy(version / "model.onnx", out / version.name / "model.onnx")
+            # model.onnx plus what travels with it (parity.npz for rollout validation, notes).
+            for f in version.iterdir():
+                if f.is_file():
+                    _link_or_copy(f, out / version.name / f.name)
             (out / version.name / "model.py").write_text(MODEL_PY)
 
 

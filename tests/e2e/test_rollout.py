@@ -18,18 +18,30 @@ ADMIN_KEY = "lka_test-admin-key"
 MODEL = "minifasnet_v2"
 
 
-@pytest.fixture
-def rollout_server(server_factory, tmp_path, model_repository):
+def _rollout_server(server_factory, tmp_path, model_repository, extra_env=None):
     if not (model_repository / MODEL / "2" / "model.onnx").is_file():
         pytest.fail("model_repository lacks minifasnet_v2 version 2 (INT8); run `make models`")
     policy = tmp_path / "policy.toml"
     policy.write_text('[minifasnet_v2]\nmode = "pin"\nversion = 1\n[minifasnet_v1se]\nmode = "pin"\nversion = 1\n')
     db = tmp_path / "rollout.sqlite3"
-    srv = server_factory(db, {
+    return server_factory(db, {
         "LIVENESS_ADMIN_KEY_SHA256": hashlib.sha256(ADMIN_KEY.encode()).hexdigest(),
         "LIVENESS_MODEL_POLICY_FILE": str(policy),
+        **(extra_env or {}),
     })
-    return srv
+
+
+@pytest.fixture
+def rollout_server(server_factory, tmp_path, model_repository):
+    return _rollout_server(server_factory, tmp_path, model_repository)
+
+
+@pytest.fixture
+def triton_rollout_server(server_factory, tmp_path, model_repository, triton_server, triton_repository):
+    """The same, served through a real tritonserver: versions load via its repository API."""
+    from e2e_conftest import triton_env
+
+    return _rollout_server(server_factory, tmp_path, model_repository, triton_env(triton_server, triton_repository))
 
 
 def admin(srv, method: str, path: str, body: dict | None = None, key: str | None = ADMIN_KEY) -> httpx.Response:
@@ -41,8 +53,9 @@ def versions_used(doc: dict) -> dict[str, int]:
     return {m["name"]: m["version"] for m in doc["models"]}
 
 
-def test_promote_and_rollback_under_load_fail_no_request(rollout_server):
-    srv = rollout_server
+@pytest.mark.parametrize("backend", ["embedded", pytest.param("triton", marks=pytest.mark.triton)])
+def test_promote_and_rollback_under_load_fail_no_request(backend, request):
+    srv = request.getfixturevalue("rollout_server" if backend == "embedded" else "triton_rollout_server")
     key = create_key(srv.db_path, 100_000)
     jpeg = T1.read_bytes()
     stop = threading.Event()
