@@ -15,9 +15,18 @@ TRITON_METRICS_PORT ?= 8002
 TRITON_PINS  := nvidia-pytriton==0.7.0 numpy==1.26.4 onnxruntime==1.32.0
 TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell echo '$(TRITON_PINS)' | sha256sum | cut -c1-12)
 
-.PHONY: install models serve test bench loadtest clean triton triton-venv triton-repo serve-triton
+# gRPC code (docs/GRPC.md) is generated, never committed: liveness/api/_proto is gitignored.
+PROTO     := proto/liveness/bws/v1/liveness.proto
+PROTO_OUT := liveness/api/_proto/SOURCE_SHA256
 
-install: $(STAMP)
+.PHONY: install proto models serve test bench loadtest clean triton triton-venv triton-repo serve-triton
+
+install: $(STAMP) $(PROTO_OUT)
+
+proto: $(PROTO_OUT)
+
+$(PROTO_OUT): $(PROTO) $(STAMP) liveness/api/protogen.py
+	$(BIN)/python -m liveness.api.protogen
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +76,7 @@ serve-triton: models triton-venv triton-repo
 # Benchmarks measure; they are not tests.  Results go to docs/PERFORMANCE.md.
 bench: models
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_video.py --write
 
 clean:
-	rm -rf model_repository .pytest_cache
+	rm -rf model_repository .pytest_cache liveness/api/_proto

@@ -15,11 +15,14 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from liveness.api import facia, native
+from liveness.api import video as video_api
 from liveness.api.admin import admin_routes
+from liveness.api.grpc_server import start_grpc_server, stop_grpc_server
 from liveness.api.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
 from liveness.app import LivenessApp
-from liveness.errors import IMAGE_TOO_LARGE, LivenessError
+from liveness.errors import IMAGE_TOO_LARGE, VIDEO_TOO_LARGE, LivenessError
 from liveness.settings import get_settings
+from liveness.video import check_video
 
 log = logging.getLogger("liveness")
 settings = get_settings()
@@ -141,6 +144,9 @@ def retry_later(ctx: bentoml.Context, err: LivenessError) -> None:
 
 
 def too_large(path: str, limit: int) -> dict[str, Any]:
+    if path == "/v1/video-liveness":
+        message = f"The request body exceeds {limit} bytes (videos up to {settings.video_max_bytes} bytes)."
+        return LivenessError(VIDEO_TOO_LARGE, message).envelope()
     message = f"The request body exceeds {limit} bytes (images up to {settings.max_image_bytes} bytes)."
     if path == "/liveness":
         return {"error": message}
@@ -161,8 +167,13 @@ class Liveness:
     async def __is_ready__(self) -> bool:  # async: runs in the serving loop (the Triton probe lives there)
         return self.core.ready
 
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:  # one gRPC server per worker, same port (docs/GRPC.md)
+        self.grpc = await start_grpc_server(self.core, settings)
+
     @bentoml.on_shutdown
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        await stop_grpc_server(getattr(self, "grpc", None))
         self.core.close()
 
     @bentoml.api(route="/liveness")
@@ -198,7 +209,30 @@ class Liveness:
         observe_result(result)
         return respond(ctx, 200, native.response(result, request_id))
 
+    @bentoml.api(route="/v1/video-liveness")
+    async def v1_video_liveness(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """Video (mp4, webm, mov, GIF) as the raw body or multipart `video`; flags return_photo,
+        return_normalized in the query; key in X-API-Key.  FindFace/BioID semantics."""
+        request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
+        ctx.response.headers["x-request-id"] = request_id
+        content_type = ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
+        try:
+            req = video_api.parse_video_request(body, content_type, ctx.request.headers, ctx.request.query_params)
+            result = await check_video(
+                self.core, req.api_key, req.video(), req.content_type,
+                return_photo=req.return_photo, return_normalized=req.return_normalized,
+            )
+        except LivenessError as err:
+            DECISIONS.labels(endpoint="video", outcome=err.code).inc()
+            retry_later(ctx, err)
+            return respond(ctx, err.status, {**err.envelope(), "request_id": request_id})
+        doc = video_api.video_response(result, request_id)
+        DECISIONS.labels(endpoint="video", outcome=doc["decision"]).inc()
+        return respond(ctx, 200, doc)
+
 
 Liveness.add_asgi_middleware(
-    RawBodyMiddleware, routes={"/liveness": BODY_LIMIT, "/v1/liveness": BODY_LIMIT}, too_large=too_large
+    RawBodyMiddleware,
+    routes={"/liveness": BODY_LIMIT, "/v1/liveness": BODY_LIMIT, "/v1/video-liveness": video_api.body_limit(settings)},
+    too_large=too_large,
 )

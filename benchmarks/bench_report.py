@@ -763,7 +763,9 @@ def main() -> int:
         res.notes.append(f"Load average was {os.getloadavg()[0]:.1f} at the end of the run: other work "
                          "competed for the CPU, the numbers are pessimistic.")
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    cfg.output.write_text(render(cfg, res))
+    from report_sections import keep_sections  # benchmarks/ is on sys.path when run as a script
+
+    cfg.output.write_text(keep_sections(render(cfg, res), cfg.output))
     log(f"wrote {cfg.output.relative_to(REPO) if cfg.output.is_relative_to(REPO) else cfg.output}")
     return 0
 

@@ -10,12 +10,12 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Sequence
 
 from liveness.errors import INTERNAL_ERROR, LivenessError
 from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
-from liveness.keys import KeyInfo, KeyStore, Reservation, open_key_store
+from liveness.keys import Credential, KeyInfo, KeyStore, Reservation, open_key_store
 from liveness.pipeline import LivenessResult, PassivePipeline, PreparedFace
 from liveness.rollout.manager import LiveRouting, PolicyBook
 from liveness.rollout.policy import load_policy_file
@@ -78,20 +78,23 @@ class LivenessApp:
 
     # -- keys and quota ------------------------------------------------------------------------
 
-    async def admit(self, raw_key: str | None) -> KeyInfo | None:
+    # A credential is a raw API key (HTTP) or a ``Principal`` whose key_id a front end has
+    # already authenticated (gRPC bearer token); quota and revocation apply the same to both.
+
+    async def admit(self, credential: Credential) -> KeyInfo | None:
         """Refuse unknown keys and spent quotas before any work, without charging anything."""
         if self.keys is None:
             return None
-        return await asyncio.to_thread(self.keys.check, raw_key)
+        return await asyncio.to_thread(self.keys.check_credential, credential)
 
     @asynccontextmanager
-    async def charge(self, raw_key: str | None) -> AsyncIterator[Reservation | None]:
+    async def charge(self, credential: Credential) -> AsyncIterator[Reservation | None]:
         """Reserve one unit of the key's quota; keep it only if the body succeeds."""
         if self.keys is None:
             yield None
             return
         keys = self.keys
-        reservation = await asyncio.to_thread(keys.reserve, raw_key)
+        reservation = await asyncio.to_thread(keys.reserve_credential, credential)
         try:
             yield reservation
         except BaseException:
@@ -101,32 +104,48 @@ class LivenessApp:
 
     # -- checks --------------------------------------------------------------------------------
 
-    async def check_image(self, raw_key: str | None, image: bytes | Callable[[], bytes]) -> LivenessResult:
+    async def check_image(self, raw_key: Credential, image: bytes | Callable[[], bytes]) -> LivenessResult:
         """Key and quota are checked first, so nothing is decoded for a client we would refuse.
         A unit is reserved only once the input has proved valid (decoded, one usable face): bad
         input never holds a unit that a concurrent valid request of the same key needs.
         ``image`` may be a callable that extracts the bytes (base64 decoding, form parsing)."""
-        info = await self.admit(raw_key)
+        (result,) = await self.check_images(raw_key, [image])
+        return result
+
+    async def check_images(
+        self, credential: Credential, images: Sequence[bytes | Callable[[], bytes]]
+    ) -> list[LivenessResult]:
+        """``check_image`` for several images of one request, charged as ONE unit: every image
+        must prove valid before the unit is reserved.  With several images, an input error
+        names the image (``details["image"]``, 0-based)."""
+        info = await self.admit(credential)
         await self.routing.refresh()
         route = self.routing.router.route(info.key_id if info else None)
-        try:
-            prepared = await self.pipeline.prepare(image, route.primary)
-        except LivenessError:
-            raise
-        except Exception as e:
-            log.exception("image preparation failed")
-            raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
-        async with self.charge(raw_key):
+        prepared_all: list[PreparedFace] = []
+        for index, image in enumerate(images):
             try:
-                result = await self.pipeline.classify(prepared, route.primary)
+                prepared_all.append(await self.pipeline.prepare(image, route.primary))
+            except LivenessError as e:
+                if len(images) > 1:
+                    e.details.setdefault("image", index)
+                raise
+            except Exception as e:
+                log.exception("image preparation failed")
+                raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
+        results: list[LivenessResult] = []
+        async with self.charge(credential):
+            try:
+                for prepared in prepared_all:
+                    results.append(await self.pipeline.classify(prepared, route.primary))
             except LivenessError:
                 raise
             except Exception as e:  # ours, not the client's: logged (no image data), refunded
                 log.exception("liveness check failed")
                 raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
         if route.shadow:
-            self._spawn(self._shadow(prepared, route, result))
-        return result
+            for prepared, result in zip(prepared_all, results):
+                self._spawn(self._shadow(prepared, route, result))
+        return results
 
     async def _shadow(self, prepared: PreparedFace, route: Route, result: LivenessResult) -> None:
         """Run candidate versions on the same crops; record, never return, their scores."""

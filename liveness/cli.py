@@ -1,4 +1,4 @@
-"""Admin CLI: ``python -m liveness keys create|list|revoke|usage``.
+"""Admin CLI: ``python -m liveness keys create|list|revoke|usage``, ``tokens create``, ...
 
 The store comes from the environment: ``LIVENESS_MONGODB_URI`` (if set) or the SQLite file at
 ``LIVENESS_DB_PATH`` (default ``data/liveness.sqlite3``, relative to the current directory).
@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from liveness.errors import LivenessError
 from liveness.keys import DEFAULT_PERIOD, PERIODS, KeyLookupError, KeyStore, open_key_store
+from liveness.keys.tokens import MAX_TTL_S, make_token, signing_secret
 from liveness.pipeline import make_detector
 from liveness.rollout.manager import PolicyBook, RolloutError
 from liveness.rollout.policy import load_policy_file
@@ -119,6 +120,29 @@ def _add_keys(groups: argparse._SubParsersAction) -> None:
     p.add_argument("key", metavar="KEY_ID_OR_NAME")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_keys_usage)
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def _tokens_create(store: KeyStore, args: argparse.Namespace) -> int:
+    info = store.get(args.key)
+    if info.revoked:
+        raise ValueError(f"key {info.key_id} ({info.name!r}) is revoked")
+    token = make_token(signing_secret(Settings().jwt_secret, store), info.key_id, args.ttl)
+    print(f"Bearer token for key {info.key_id} ({info.name!r}), valid for {args.ttl} s. gRPC clients send "
+          "it as metadata 'authorization: Bearer <token>':")
+    print(token)  # must stay the last stdout line
+    return 0
+
+
+def _add_tokens(groups: argparse._SubParsersAction) -> None:
+    tokens = groups.add_parser("tokens", help="bearer tokens (JWT) for the gRPC API")
+    cmds = tokens.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = cmds.add_parser("create", help="make a token for a key (printed alone on the last line)")
+    p.add_argument("--key", required=True, metavar="KEY_ID_OR_NAME")
+    p.add_argument("--ttl", required=True, type=int, metavar="SECONDS", help=f"lifetime, 1..{MAX_TTL_S}")
+    p.set_defaults(handler=_tokens_create)
 
 
 # ----------------------------------------------------------------------------- models
@@ -240,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m liveness", description="Liveness service admin")
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     _add_keys(groups)
+    _add_tokens(groups)
     _add_models(groups)
     _add_admin_key(groups)
     return parser

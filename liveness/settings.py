@@ -50,6 +50,25 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
 
+    # Video (POST video): limits come from the container metadata and are checked before any
+    # frame is decoded; see liveness/video/__init__.py for the decision rules.
+    video_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    video_max_seconds: float = Field(60.0, gt=0)
+    video_max_fps: float = Field(30.0, gt=0)
+    # Orientation-free: a portrait 1080x1920 clip fits a 1920x1080 limit.
+    video_max_width: int = Field(1920, ge=16)
+    video_max_height: int = Field(1080, ge=16)
+    video_max_decoded_frames: int = Field(30, ge=1)  # frames selected (equidistant) for analysis
+    video_min_selected_frames: int = Field(10, ge=1)  # usable frames needed when no early stop fired
+    video_live_frames_to_stop: int = Field(7, ge=1)
+    video_spoof_frames_to_stop: int = Field(7, ge=1)
+    video_max_failures: int = Field(5, ge=1)  # frames without a usable face before giving up
+    video_decode_timeout_s: float = Field(20.0, gt=0)
+    # Frames run concurrently through the pipeline (so the batcher batches them) per step;
+    # the early-stopping rule is applied between steps, in time order.
+    video_chunk_frames: int = Field(8, ge=1, le=64)
+    video_decode_threads: int = Field(2, ge=1)  # concurrent video decodes per process
+
     # Inference
     backend: Literal["embedded", "triton"] = "embedded"
     triton_url: str = "127.0.0.1:8001"  # gRPC by default; host:port
@@ -66,6 +85,15 @@ class Settings(BaseSettings):
     admin_key_sha256: str | None = None
     db_path: Path = Path("data/liveness.sqlite3")
     mongodb_uri: str | None = None
+
+    # gRPC (BioID-style, docs/GRPC.md): a grpc.aio server beside the HTTP one, one per worker,
+    # sharing the port (SO_REUSEPORT).  Bearer JWTs (HS256) from `liveness tokens create`.
+    grpc_enabled: bool = True
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(50051, ge=1, le=65535)
+    # HMAC secret for tokens; unset = one generated once and kept in the key store (shared by
+    # every worker and the CLI).  Setting it invalidates tokens signed with the stored one.
+    jwt_secret: str | None = Field(None, min_length=32)
 
     @classmethod
     def settings_customise_sources(

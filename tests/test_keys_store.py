@@ -414,3 +414,71 @@ def test_check_gates_without_charging(store):
     with pytest.raises(LivenessError) as e:
         store.check("lk_not-a-key")
     assert _kind(e) is INVALID_API_KEY
+
+
+# ----------------------------------------------------------------------------- by key_id (tokens)
+
+
+def test_by_id_checks_and_charges_like_the_raw_key(store, clock):
+    issued = store.create("by-id", 2, "day")
+    key_id = issued.info.key_id
+    assert store.authenticate_id(key_id) == issued.info
+    assert store.check_id(key_id) == issued.info
+    assert store.usage(key_id).used == 0  # check_id never charges
+    r1 = store.reserve_id(key_id)
+    store.commit(r1)
+    assert (r1.key_id, r1.bucket, r1.used, r1.limit) == (key_id, bucket_for("day", START), 1, 2)
+    store.reserve(issued.raw_key)  # the raw key and the id share one counter
+    for attempt in (store.check_id, store.reserve_id):
+        with pytest.raises(LivenessError) as e:
+            attempt(key_id)
+        assert _kind(e) is QUOTA_EXCEEDED
+    clock.advance(days=1)
+    store.refund(store.reserve_id(key_id))  # a new bucket; refund/commit are unchanged
+    assert store.usage(key_id).used == 0 and store.usage(key_id).refunded == 1
+
+
+def test_by_id_refuses_unknown_names_and_revoked_keys(store):
+    issued = store.create("named", 5)
+    for bad in ("", "named", "nope", issued.raw_key):  # an exact key_id only, never a name
+        for attempt in (store.authenticate_id, store.check_id, store.reserve_id):
+            with pytest.raises(LivenessError) as e:
+                attempt(bad)
+            assert _kind(e) is INVALID_API_KEY
+    store.revoke(issued.info.key_id)
+    for attempt in (store.authenticate_id, store.check_id, store.reserve_id):
+        with pytest.raises(LivenessError) as e:
+            attempt(issued.info.key_id)
+        assert _kind(e) is INVALID_API_KEY
+    assert store.usage(issued.info.key_id).used == 0
+
+
+def test_credentials_dispatch_on_principal(store):
+    from liveness.keys import Principal
+
+    issued = store.create("cred", 3)
+    assert store.check_credential(issued.raw_key) == store.check_credential(Principal(issued.info.key_id))
+    store.reserve_credential(issued.raw_key)
+    store.reserve_credential(Principal(issued.info.key_id))
+    assert store.usage(issued.info.key_id).used == 2
+    with pytest.raises(LivenessError) as e:
+        store.check_credential(None)
+    assert _kind(e) is MISSING_API_KEY
+
+
+def test_token_secret_is_made_once_and_shared(make_store):
+    first, second = make_store(), make_store()
+    secret = first.token_secret()
+    assert isinstance(secret, bytes) and len(secret) >= 32
+    assert first.token_secret() == secret == second.token_secret()
+    assert b"lk_" not in secret
+
+
+def test_token_secret_differs_between_stores(tmp_path):
+    a = SqliteKeyStore(tmp_path / "a.sqlite3")
+    b = MongoKeyStore(mongomock.MongoClient())
+    try:
+        assert a.token_secret() != b.token_secret()
+    finally:
+        a.close()
+        b.close()

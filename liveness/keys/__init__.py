@@ -6,11 +6,13 @@ from .base import (
     DEFAULT_PERIOD,
     PERIODS,
     Clock,
+    Credential,
     IssuedKey,
     KeyInfo,
     KeyLookupError,
     KeyStore,
     Period,
+    Principal,
     Reservation,
     Usage,
     bucket_for,
@@ -19,8 +21,8 @@ from .base import (
 from .sqlite_store import SqliteKeyStore
 
 __all__ = [
-    "DEFAULT_PERIOD", "PERIODS", "Clock", "IssuedKey", "KeyInfo", "KeyLookupError", "KeyStore",
-    "Period", "Reservation", "Usage", "bucket_for", "hash_key", "SqliteKeyStore",
+    "DEFAULT_PERIOD", "PERIODS", "Clock", "Credential", "IssuedKey", "KeyInfo", "KeyLookupError",
+    "KeyStore", "Period", "Principal", "Reservation", "Usage", "bucket_for", "hash_key", "SqliteKeyStore",
     "open_key_store",
 ]
 

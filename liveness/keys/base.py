@@ -92,6 +92,18 @@ class Usage:
     refunded: int
 
 
+@dataclass(frozen=True)
+class Principal:
+    """A caller already authenticated by other means (e.g. a verified bearer token): it names
+    the key by ``key_id``, never by the raw key.  Stores still refuse a revoked or unknown id."""
+
+    key_id: str
+
+
+# What a front end hands the core: a raw API key (HTTP), a ``Principal`` (gRPC token), or None.
+Credential = str | Principal | None
+
+
 class KeyLookupError(LookupError):
     """An admin lookup (``revoke``/``usage``) by key_id or name matched no key, or several."""
 
@@ -101,6 +113,10 @@ class KeyLookupError(LookupError):
 
 def generate_raw_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_token_secret() -> str:
+    return secrets.token_urlsafe(48)
 
 
 def generate_key_id() -> str:
@@ -220,6 +236,38 @@ class KeyStore(ABC):
         """Authenticate and atomically charge one request in the current bucket.
 
         Raises MISSING_API_KEY / INVALID_API_KEY, or QUOTA_EXCEEDED when used >= limit."""
+
+    @abstractmethod
+    def authenticate_id(self, key_id: str) -> KeyInfo:
+        """Look a key up by its exact key_id (never by name).  Raises INVALID_API_KEY when the
+        id is unknown or the key is revoked."""
+
+    def check_id(self, key_id: str) -> KeyInfo:
+        """``check`` for a caller identified by key_id (see ``Principal``)."""
+        info = self.authenticate_id(key_id)
+        usage = self.usage(info.key_id)
+        if usage.remaining <= 0:
+            raise quota_exceeded_error(info, usage.bucket, as_utc(self.clock()))
+        return info
+
+    @abstractmethod
+    def reserve_id(self, key_id: str) -> Reservation:
+        """``reserve`` for a caller identified by key_id: same atomic charge, same errors."""
+
+    def check_credential(self, credential: Credential) -> KeyInfo:
+        if isinstance(credential, Principal):
+            return self.check_id(credential.key_id)
+        return self.check(credential)
+
+    def reserve_credential(self, credential: Credential) -> Reservation:
+        if isinstance(credential, Principal):
+            return self.reserve_id(credential.key_id)
+        return self.reserve(credential)
+
+    @abstractmethod
+    def token_secret(self) -> bytes:
+        """The HMAC secret for bearer tokens: generated once, stored with the keys, so every
+        worker and the admin CLI agree on it without configuration (``jwt_secret`` overrides)."""
 
     @abstractmethod
     def commit(self, reservation: Reservation) -> None:

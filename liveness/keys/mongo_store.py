@@ -30,6 +30,7 @@ from .base import (
     display_prefix,
     generate_key_id,
     generate_raw_key,
+    generate_token_secret,
     hash_key,
     invalid_key_error,
     missing_key_error,
@@ -127,6 +128,10 @@ class MongoKeyStore(KeyStore):
         doc = self.keys.find_one({"key_hash": hash_key(raw_key)}, dict(_KEY_PROJECTION))
         return _doc_to_info(doc) if doc else None
 
+    def _by_id(self, key_id: str) -> KeyInfo | None:
+        doc = self.keys.find_one({"key_id": key_id}, dict(_KEY_PROJECTION))
+        return _doc_to_info(doc) if doc else None
+
     def _resolve(self, ref: str) -> KeyInfo:
         by_id = self.keys.find_one({"key_id": ref}, dict(_KEY_PROJECTION))
         by_name = [_doc_to_info(d) for d in self.keys.find({"name": ref}, dict(_KEY_PROJECTION))]
@@ -164,32 +169,55 @@ class MongoKeyStore(KeyStore):
             raise invalid_key_error()
         return info
 
+    def authenticate_id(self, key_id: str) -> KeyInfo:
+        with self._guard():
+            info = self._by_id(key_id)
+        if info is None or info.revoked:
+            raise invalid_key_error()
+        return info
+
     def reserve(self, raw_key: str | None) -> Reservation:
         with self._guard():
-            info = self.authenticate(raw_key)
-            now = as_utc(self.clock())
-            bucket = bucket_for(info.period, now)
-            where = {"key_id": info.key_id, "bucket": bucket}
-            try:
-                self.usage_docs.update_one(
-                    where,
-                    {"$setOnInsert": {"used": 0, "succeeded": 0, "refunded": 0, "created_at": now}},
-                    upsert=True,
-                )
-            except DuplicateKeyError:  # a concurrent upsert won the race; the doc exists now
-                pass
-            doc = self.usage_docs.find_one_and_update(
-                {**where, "used": {"$lt": info.limit}},
-                {"$inc": {"used": 1}},
-                projection={"used": 1},  # keep _id: mongomock re-finds by it
-                return_document=ReturnDocument.AFTER,
+            return self._reserve(self.authenticate(raw_key))
+
+    def reserve_id(self, key_id: str) -> Reservation:
+        with self._guard():
+            return self._reserve(self.authenticate_id(key_id))
+
+    def _reserve(self, info: KeyInfo) -> Reservation:
+        now = as_utc(self.clock())
+        bucket = bucket_for(info.period, now)
+        where = {"key_id": info.key_id, "bucket": bucket}
+        try:
+            self.usage_docs.update_one(
+                where,
+                {"$setOnInsert": {"used": 0, "succeeded": 0, "refunded": 0, "created_at": now}},
+                upsert=True,
             )
+        except DuplicateKeyError:  # a concurrent upsert won the race; the doc exists now
+            pass
+        doc = self.usage_docs.find_one_and_update(
+            {**where, "used": {"$lt": info.limit}},
+            {"$inc": {"used": 1}},
+            projection={"used": 1},  # keep _id: mongomock re-finds by it
+            return_document=ReturnDocument.AFTER,
+        )
         if doc is None:
             raise quota_exceeded_error(info, bucket, now)
         return Reservation(
             key_id=info.key_id, period=info.period, bucket=bucket, used=int(doc["used"]),
             limit=info.limit, reserved_at=now,
         )
+
+    def token_secret(self) -> bytes:
+        with self._guard():  # the first caller (CLI or worker) creates it; all read it
+            try:
+                self.meta.update_one(
+                    {"_id": "jwt_secret"}, {"$setOnInsert": {"value": generate_token_secret()}}, upsert=True
+                )
+            except DuplicateKeyError:  # another process created it concurrently
+                pass
+            return str(self.meta.find_one({"_id": "jwt_secret"})["value"]).encode("utf-8")
 
     def commit(self, reservation: Reservation) -> None:
         with self._guard():

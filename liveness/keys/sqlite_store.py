@@ -22,6 +22,7 @@ from .base import (
     display_prefix,
     generate_key_id,
     generate_raw_key,
+    generate_token_secret,
     hash_key,
     invalid_key_error,
     missing_key_error,
@@ -90,6 +91,11 @@ class SqliteKeyStore(SqliteFile, KeyStore):
         return _row_to_info(row) if row else None
 
     @staticmethod
+    def _by_id(conn: sqlite3.Connection, key_id: str) -> KeyInfo | None:
+        row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+        return _row_to_info(row) if row else None
+
+    @staticmethod
     def _resolve(conn: sqlite3.Connection, ref: str) -> KeyInfo:
         row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (ref,)).fetchone()
         by_name = conn.execute(
@@ -134,12 +140,25 @@ class SqliteKeyStore(SqliteFile, KeyStore):
             raise invalid_key_error()
         return info
 
+    def authenticate_id(self, key_id: str) -> KeyInfo:
+        with self._read() as conn:
+            info = self._by_id(conn, key_id)
+        if info is None or info.revoked:
+            raise invalid_key_error()
+        return info
+
     def reserve(self, raw_key: str | None) -> Reservation:
         if not raw_key:
             raise missing_key_error()
+        return self._reserve(lambda conn: self._by_hash(conn, raw_key))
+
+    def reserve_id(self, key_id: str) -> Reservation:
+        return self._reserve(lambda conn: self._by_id(conn, key_id))
+
+    def _reserve(self, lookup) -> Reservation:
         now = as_utc(self.clock())
         with self._write() as conn:
-            info = self._by_hash(conn, raw_key)
+            info = lookup(conn)
             if info is None or info.revoked:
                 raise invalid_key_error()
             bucket = bucket_for(info.period, now)
@@ -159,6 +178,14 @@ class SqliteKeyStore(SqliteFile, KeyStore):
             key_id=info.key_id, period=info.period, bucket=bucket, used=int(used),
             limit=info.limit, reserved_at=now,
         )
+
+    def token_secret(self) -> bytes:
+        with self._write() as conn:  # the first caller (CLI or worker) creates it; all read it
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('jwt_secret', ?)", (generate_token_secret(),)
+            )
+            (value,) = conn.execute("SELECT value FROM meta WHERE key = 'jwt_secret'").fetchone()
+        return value.encode("utf-8")
 
     def commit(self, reservation: Reservation) -> None:
         with self._write() as conn:

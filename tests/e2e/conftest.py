@@ -126,6 +126,7 @@ class Server:
     db_path: Path
     log_path: Path
     proc: subprocess.Popen = field(repr=False)
+    grpc_port: int = 0  # every server gets its own free gRPC port (LIVENESS_GRPC_PORT)
 
     @property
     def url(self) -> str:
@@ -184,6 +185,11 @@ class Server:
 
 def start_server(db_path: Path, log_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
+    # Never the default 50051: servers of parallel sessions would share it (SO_REUSEPORT).
+    grpc_port = free_port()
+    while grpc_port == port:
+        grpc_port = free_port()
+    extra_env = {"LIVENESS_GRPC_PORT": str(grpc_port), **(extra_env or {})}
     log_path = log_dir / f"server-{port}.log"
     log = open(log_path, "wb")
     try:
@@ -195,7 +201,8 @@ def start_server(db_path: Path, log_dir: Path, extra_env: dict[str, str] | None 
         )
     finally:
         log.close()
-    server = Server(port=port, db_path=db_path, log_path=log_path, proc=proc)
+    server = Server(port=port, db_path=db_path, log_path=log_path, proc=proc,
+                    grpc_port=int(extra_env["LIVENESS_GRPC_PORT"]))
     try:
         server.wait_ready()
     except RuntimeError as e:

@@ -1,0 +1,156 @@
+"""Pure parts of the video path: the early-stopping judge, frame selection, quality, the
+HTTP adapter (parsing and the answer's schema).  No models."""
+
+from __future__ import annotations
+
+import base64
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from liveness.api.video import body_limit, parse_video_request, video_response
+from liveness.detection.base import Face
+from liveness.errors import INVALID_REQUEST, MISSING_VIDEO, LivenessError
+from liveness.inference.repository import ModelVersion
+from liveness.settings import Settings
+from liveness.video import BestFace, FrameResult, Judge, Verdict, VideoIndex, VideoInfo, VideoIssue, VideoResult
+from liveness.video.frames import select_frames
+from liveness.video.probe import sniff_video
+from liveness.video.quality import face_quality, pose_score
+
+
+def judge(**kw) -> Judge:
+    return Judge(threshold=0.5, **kw)
+
+
+def test_judge_stops_at_seven_live():
+    j = judge()
+    verdicts = [j.add(0.9) for _ in range(7)]
+    assert verdicts[:6] == [None] * 6 and verdicts[6] is Verdict.LIVE and j.stopped_early
+    with pytest.raises(RuntimeError):
+        j.add(0.9)
+
+
+def test_judge_spoof_and_failures_in_time_order():
+    j = judge()
+    for s in [0.9, 0.1, None, 0.1, 0.2, 0.3, 0.9, 0.1, 0.4, 0.2]:
+        j.add(s)
+    assert j.verdict is Verdict.SPOOF and (j.live, j.spoof, j.failures) == (2, 7, 1)
+    j = judge()
+    for s in [None, 0.9, None, None, None, None]:
+        j.add(s)
+    assert j.verdict is Verdict.FAILURE_TO_ACQUIRE and j.judged == 6
+
+
+def test_judge_end_of_frames():
+    j = judge()
+    for s in [0.9, 0.9, 0.1]:
+        j.add(s)
+    assert j.finish() is Verdict.FAILURE_TO_ACQUIRE  # 3 usable < min_selected 10
+    j = judge(min_selected=3)
+    for s in [0.9, 0.9, 0.1, 0.1]:
+        j.add(s)
+    assert j.finish() is Verdict.SPOOF  # tie is spoof
+    j = judge(min_selected=3)
+    for s in [0.9, 0.9, 0.1]:
+        j.add(s)
+    assert j.finish() is Verdict.LIVE and j.average == pytest.approx(1.9 / 3)
+
+
+def test_select_frames_equidistant_with_ends():
+    index = VideoIndex(tuple(range(0, 800 * 512, 512)), (0,), Fraction(1, 15360), 0)
+    t = select_frames(index, 30)
+    assert len(t) == 30 and t[0].frame_no == 0 and t[-1].frame_no == 799
+    gaps = np.diff([x.frame_no for x in t])
+    assert gaps.min() >= 27 and gaps.max() <= 28
+    assert t[-1].ts == pytest.approx(799 / 30)
+    short = VideoIndex((0, 10, 20), (0,), Fraction(1, 100), 0)
+    assert [x.frame_no for x in select_frames(short, 30)] == [0, 1, 2]
+
+
+def test_sniff_video():
+    assert sniff_video(b"\x00\x00\x00\x20ftypisom\x00\x00") == "mp4"
+    assert sniff_video(b"\x00\x00\x00\x14ftypqt  \x00\x00") == "mp4"
+    assert sniff_video(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81") == "webm"
+    assert sniff_video(b"GIF89a\x10\x00") == "gif"
+    assert sniff_video(b"\x00\x00\x00\x1cftypavif\x00\x00") is None
+    assert sniff_video(b"PK\x03\x04") is None and sniff_video(b"\xff\xd8\xff\xe0") is None
+
+
+def test_quality_prefers_sharp_frontal_well_exposed():
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(60, 200, (200, 200, 3), dtype=np.uint8)
+    blurry = np.full((200, 200, 3), 128, np.uint8)
+    dark = (sharp // 8).astype(np.uint8)
+    face = Face(50, 40, 100, 120, 0.99)
+    q_sharp, parts = face_quality(sharp, face, 64)
+    assert 0 <= q_sharp <= 1 and set(parts) == {"sharpness", "size", "pose", "exposure"}
+    assert q_sharp > face_quality(blurry, face, 64)[0]
+    assert q_sharp > face_quality(dark, face, 64)[0]
+    assert q_sharp > face_quality(sharp, Face(90, 90, 20, 24, 0.99), 64)[0]  # tiny face
+    kp_front = np.array([[80, 80], [120, 80], [100, 100], [85, 120], [115, 120]], float)
+    kp_turned = np.array([[80, 80], [120, 80], [118, 100], [85, 120], [115, 120]], float)
+    assert pose_score(Face(50, 40, 100, 120, 0.9, kp_front)) > 0.9 > pose_score(Face(50, 40, 100, 120, 0.9, kp_turned))
+
+
+# -- adapter -----------------------------------------------------------------------------------
+
+
+def test_parse_raw_body_and_flags():
+    req = parse_video_request(b"\x00\x00\x00\x20ftypisom", "video/mp4", {"x-api-key": "k1"},
+                              {"return_photo": "true", "return_normalized": "0"})
+    assert req.api_key == "k1" and req.video() == b"\x00\x00\x00\x20ftypisom"
+    assert req.content_type == "video/mp4" and req.return_photo and not req.return_normalized
+    with pytest.raises(LivenessError) as e:
+        parse_video_request(b"x", "video/mp4", {}, {"return_photo": "maybe"})
+    assert e.value.kind is INVALID_REQUEST
+    with pytest.raises(LivenessError) as e:
+        parse_video_request(b"", "video/mp4", {}, {})
+    assert e.value.kind is MISSING_VIDEO
+    with pytest.raises(LivenessError) as e:
+        parse_video_request(b'{"video": "AAAA"}', "application/json", {}, {})
+    assert e.value.kind is INVALID_REQUEST
+
+
+def test_parse_multipart():
+    boundary = "xyz"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+        "Content-Type: video/mp4\r\n\r\nVIDEOBYTES\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"return_normalized\"\r\n\r\ntrue\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+    req = parse_video_request(body, f"multipart/form-data; boundary={boundary}", {"authorization": "Bearer k2"}, {})
+    assert req.video() == b"VIDEOBYTES" and req.return_normalized and not req.return_photo and req.api_key == "k2"
+    empty = f"--{boundary}\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--{boundary}--\r\n".encode()
+    req = parse_video_request(empty, f"multipart/form-data; boundary={boundary}", {}, {})
+    with pytest.raises(LivenessError) as e:
+        req.video()
+    assert e.value.kind is MISSING_VIDEO
+    assert body_limit(Settings()) > Settings().video_max_bytes
+
+
+def test_response_schema():
+    frames = (
+        FrameResult(0, 0.0, True, 0.91, 0.8, None, True, 1, (10, 20, 110, 140)),
+        FrameResult(27, 0.9, False, None, None, "no_face"),
+    )
+    result = VideoResult(
+        alive=True, verdict=Verdict.LIVE, average_liveness=0.91, threshold=0.5,
+        best_face=BestFace(0, 0.0, 0.91, 0.8, (10, 20, 110, 140), b"jpegbytes", None),
+        frames=frames, errors=(VideoIssue("FailureToAcquire", "m", {"a": 1}),),
+        models=(ModelVersion("retinaface", 1, "ab" * 32),),
+        video=VideoInfo("mp4", "h264", 368, 656, 26.7, 30.0, 800, 123),
+        frames_selected=30, frames_analyzed=8, stopped_early=True, charged=True, timings_ms={"total": 1.0},
+    )
+    d = video_response(result, "rid")
+    assert set(d) >= {"request_id", "alive", "average_liveness", "liveness_threshold", "best_face", "frames",
+                      "errors", "models", "timings_ms"}
+    assert d["best_face"]["bbox"] == {"left": 10, "top": 20, "right": 110, "bottom": 140}
+    assert base64.b64decode(d["best_face"]["photo"]) == b"jpegbytes" and "normalized" not in d["best_face"]
+    assert d["frames"][0]["bbox"] == {"left": 10, "top": 20, "right": 110, "bottom": 140}
+    assert d["frames"][1] == {"frame_no": 27, "frame_ts": 0.9, "face_found": False, "liveness": None,
+                              "quality": None, "reason": "no_face"}
+    assert d["models"] == [{"name": "retinaface", "version": 1, "sha256": "ab" * 8}]
+    assert d["errors"] == [{"code": "FailureToAcquire", "message": "m", "details": {"a": 1}}]
