@@ -1,0 +1,1 @@
+"""Facial landmarks (MediaPipe face mesh and iris) and the signals active challenges use."""
