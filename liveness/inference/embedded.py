@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from liveness.errors import MODEL_UNAVAILABLE, LivenessError
 from liveness.inference.batcher import BatchObserver, DynamicBatcher
-from liveness.inference.repository import ModelConfig, ModelVersion, file_sha256, load_config
+from liveness.inference.repository import LocalRepository, ModelConfig, ModelVersion, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -36,41 +36,28 @@ class EmbeddedBackend:
         observer: BatchObserver | None = None,
     ) -> None:
         self.repository = repository
+        self.local = LocalRepository(repository)
         self._threads = intra_op_threads
         self._inflight = inflight_per_model
         self._observer = observer
         self._executor = ThreadPoolExecutor(max_workers=max(4, inflight_per_model * 4), thread_name_prefix="ort")
-        self._configs: dict[str, ModelConfig] = {}
         self._loaded: dict[tuple[str, int], _Loaded] = {}
         self._ready = False
 
     # -- loading -------------------------------------------------------------------------------
 
     def config(self, model: str) -> ModelConfig:
-        cfg = self._configs.get(model)
-        if cfg is None:
-            model_dir = self.repository / model
-            if not (model_dir / "config.pbtxt").is_file():
-                raise FileNotFoundError(f"model repository {self.repository} has no model {model!r}; run `make models`")
-            cfg = self._configs[model] = load_config(model_dir)
-        return cfg
+        return self.local.config(model)
 
     def available_versions(self, model: str) -> list[int]:
-        """Versions on disk now (a new version folder can appear while serving)."""
-        self._configs.pop(model, None)
-        return list(self.config(model).versions)
+        return self.local.available_versions(model)
 
     def load_sync(self, model: str, version: int) -> ModelVersion:
         key = (model, version)
         if key in self._loaded:
             return self._loaded[key].info
+        path = self.local.model_file(model, version)
         cfg = self.config(model)
-        path = cfg.model_file(version)
-        if not path.is_file():
-            cfg = self._configs[model] = load_config(self.repository / model)  # rescan
-            path = cfg.model_file(version)
-            if not path.is_file():
-                raise FileNotFoundError(f"{model} has no version {version} in {self.repository}")
         sess = self._session(path, self._threads)
         self._warm(sess, cfg)
         output_names = [o.name for o in cfg.outputs] or [o.name for o in sess.get_outputs()]

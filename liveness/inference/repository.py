@@ -91,3 +91,34 @@ def load_repository(root: Path) -> dict[str, ModelConfig]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class LocalRepository:
+    """The repository on this machine, read lazily and rescanned when a version is asked for
+    that was not there before (a new version folder can appear while serving)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._configs: dict[str, ModelConfig] = {}
+
+    def config(self, model: str) -> ModelConfig:
+        cfg = self._configs.get(model)
+        if cfg is None:
+            model_dir = self.root / model
+            if not (model_dir / "config.pbtxt").is_file():
+                raise FileNotFoundError(f"model repository {self.root} has no model {model!r}; run `make models`")
+            cfg = self._configs[model] = load_config(model_dir)
+        return cfg
+
+    def available_versions(self, model: str) -> list[int]:
+        self._configs.pop(model, None)
+        return list(self.config(model).versions)
+
+    def model_file(self, model: str, version: int) -> Path:
+        path = self.config(model).model_file(version)
+        if not path.is_file():
+            self._configs.pop(model, None)
+            path = self.config(model).model_file(version)
+            if not path.is_file():
+                raise FileNotFoundError(f"{model} has no version {version} in {self.root}")
+        return path

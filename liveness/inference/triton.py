@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from liveness.errors import MODEL_UNAVAILABLE, LivenessError
 from liveness.inference import pbtxt
-from liveness.inference.repository import ModelConfig, ModelVersion, file_sha256, load_config
+from liveness.inference.repository import LocalRepository, ModelConfig, ModelVersion, file_sha256
 from liveness.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class TritonBackend:
         self.url = settings.triton_url
         self.protocol = settings.triton_protocol
         self.timeout = float(settings.triton_timeout_s)
-        self._configs: dict[str, ModelConfig] = {}
+        self.local = LocalRepository(self.repository)
         self._wanted: dict[str, set[int]] = {}  # versions this service needs, per model
         self._info: dict[tuple[str, int], ModelVersion] = {}  # loaded and warmed
         self._started = False  # mark_ready() after the start-up loads
@@ -101,26 +101,10 @@ class TritonBackend:
     # -- local repository ----------------------------------------------------------------------
 
     def config(self, model: str) -> ModelConfig:
-        cfg = self._configs.get(model)
-        if cfg is None:
-            model_dir = self.repository / model
-            if not (model_dir / "config.pbtxt").is_file():
-                raise FileNotFoundError(f"model repository {self.repository} has no model {model!r}")
-            cfg = self._configs[model] = load_config(model_dir)
-        return cfg
+        return self.local.config(model)
 
     def available_versions(self, model: str) -> list[int]:
-        self._configs.pop(model, None)
-        return list(self.config(model).versions)
-
-    def _model_file(self, model: str, version: int):
-        path = self.config(model).model_file(version)
-        if not path.is_file():
-            self._configs.pop(model, None)  # rescan: a version folder may be new
-            path = self.config(model).model_file(version)
-            if not path.is_file():
-                raise FileNotFoundError(f"{model} has no version {version} in {self.repository}")
-        return path
+        return self.local.available_versions(model)
 
     def _override(self, model: str, versions: set[int]) -> str:
         return config_json((self.repository / model / "config.pbtxt").read_text(), sorted(versions))
@@ -190,7 +174,7 @@ class TritonBackend:
         """Start-up load (no event loop yet), with a fresh synchronous client."""
         if (model, version) in self._info:
             return self._info[(model, version)]
-        path = self._model_file(model, version)
+        path = self.local.model_file(model, version)
         client = self._sync_client()
         try:
             deadline = time.monotonic() + STARTUP_WAIT_S
@@ -271,7 +255,7 @@ class TritonBackend:
     async def load(self, model: str, version: int) -> ModelVersion:
         if (model, version) in self._info:
             return self._info[(model, version)]
-        path = self._model_file(model, version)
+        path = self.local.model_file(model, version)
         async with self._lock(model):
             await self._apply(model, self._wanted.get(model, set()) | {version})
             await self._wait_ready(model, version)
