@@ -19,7 +19,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell echo '$(TRITON_PINS)' | sha256
 PROTO     := proto/liveness/bws/v1/liveness.proto
 PROTO_OUT := liveness/api/_proto/SOURCE_SHA256
 
-.PHONY: install proto models serve test bench loadtest clean triton triton-venv triton-repo serve-triton
+.PHONY: install proto models serve test bench loadtest clean triton triton-venv triton-repo serve-triton browser
 
 install: $(STAMP) $(PROTO_OUT)
 
@@ -45,8 +45,17 @@ serve: models
 	$(BIN)/bentoml serve service:Liveness --host 0.0.0.0 --port $(PORT)
 
 # The Triton tests (marker `triton`) run too: they need .venv-triton (~1-2 min to create).
-test: models triton-venv
+# The browser test (tests/e2e/test_browser.py) needs Debian's chromium (`browser`).
+test: models triton-venv browser
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium for the headless browser test (Playwright drives /usr/bin/chromium; it never
+# downloads a browser).  A no-op when chromium is installed; otherwise ~20 s of apt-get.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 
 triton: triton-venv triton-repo
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -14,12 +15,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from liveness.api import challenges as challenge_api
 from liveness.api import facia, native
 from liveness.api import video as video_api
-from liveness.api.admin import admin_routes
+from liveness.api.admin import _authorise, admin_routes
+from liveness.api.challenge_ws import challenge_ws_routes
+from liveness.api.demo import demo_routes
 from liveness.api.grpc_server import start_grpc_server, stop_grpc_server
 from liveness.api.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
 from liveness.app import LivenessApp
+from liveness.challenges import ChallengeService
 from liveness.errors import IMAGE_TOO_LARGE, VIDEO_TOO_LARGE, LivenessError
 from liveness.settings import get_settings
 from liveness.video import check_video
@@ -119,10 +124,51 @@ async def status_check(_: Request) -> PlainTextResponse:
     return PlainTextResponse("Service is live")
 
 
+def current_challenges() -> ChallengeService | None:
+    svc = bentoml.get_current_service()
+    return getattr(svc, "challenges", None) if svc is not None else None
+
+
+def _error(err: LivenessError) -> JSONResponse:
+    headers = {"Retry-After": str(err.details.get("retry_after", 1))} if err.status == 503 else None
+    return JSONResponse(err.envelope(), err.status, headers=headers)
+
+
+async def challenge_status(request: Request) -> JSONResponse:
+    svc = current_challenges()
+    if svc is None:
+        return JSONResponse({"error": {"code": "not_ready", "message": "Models are loading."}}, 503)
+    key = native.api_key_from(request.headers, dict(request.query_params))
+    try:
+        return JSONResponse(await svc.status(key, request.path_params["session_id"]))
+    except LivenessError as err:
+        return _error(err)
+
+
+async def challenge_stats(_: Request) -> JSONResponse:
+    svc = current_challenges()
+    if svc is None:
+        return JSONResponse({"error": {"code": "not_ready", "message": "Models are loading."}}, 503)
+    return JSONResponse(await asyncio.to_thread(svc.stats))
+
+
+async def health(_: Request) -> JSONResponse:
+    core = current_core()
+    ready = core is not None and core.ready and current_challenges() is not None
+    return JSONResponse({"status": "healthy" if ready else "loading"}, 200 if ready else 503)
+
+
 status_app = Starlette(
     routes=[
         Route("/status_check", status_check, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/stats", challenge_stats, methods=["GET"]),
+        Route("/status/{session_id}", challenge_status, methods=["GET"]),
         *admin_routes(current_core, lambda: settings.admin_key_sha256),
+        *challenge_ws_routes(current_challenges, lambda: settings.admin_key_sha256,
+                             max_frame_bytes=lambda: settings.max_image_bytes,
+                             min_frame_interval=1 / getattr(settings, "challenge_max_fps", 15.0)),
+        *demo_routes(),
     ]
 )
 
@@ -163,6 +209,7 @@ def too_large(path: str, limit: int) -> dict[str, Any]:
 class Liveness:
     def __init__(self) -> None:
         self.core = LivenessApp(settings, observer=observe_batch, shadow_observer=observe_shadow)
+        self.challenges = ChallengeService(self.core, settings)
 
     async def __is_ready__(self) -> bool:  # async: runs in the serving loop (the Triton probe lives there)
         return self.core.ready
@@ -174,6 +221,7 @@ class Liveness:
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
         await stop_grpc_server(getattr(self, "grpc", None))
+        self.challenges.close()
         self.core.close()
 
     @bentoml.api(route="/liveness")
@@ -230,9 +278,58 @@ class Liveness:
         DECISIONS.labels(endpoint="video", outcome=doc["decision"]).inc()
         return respond(ctx, 200, doc)
 
+    # -- active challenges (liveness.challenges; README "Active challenges") ---------------------
 
+    async def _challenge_call(self, ctx: bentoml.Context, endpoint: str, call) -> Any:
+        try:
+            payload = await call()
+        except LivenessError as err:
+            DECISIONS.labels(endpoint=endpoint, outcome=err.code).inc()
+            retry_later(ctx, err)
+            return respond(ctx, err.status, err.envelope())
+        if endpoint == "challenge_complete":
+            DECISIONS.labels(endpoint=endpoint, outcome=payload["verdict"]).inc()
+        return respond(ctx, 200, payload)
+
+    @bentoml.api(route="/start")
+    async def challenge_start(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """JSON {"challenges"?: [...] (needs X-Admin-Key)} -> session_id, instruction, ..."""
+
+        async def call() -> dict[str, Any]:
+            key, doc = challenge_api.parse(body, ctx.request.headers)
+            challenges = challenge_api.challenges_field(doc)
+            if challenges is not None:
+                _authorise(ctx.request, settings.admin_key_sha256)
+            return await self.challenges.start(key, challenges, admin=challenges is not None)
+
+        return await self._challenge_call(ctx, "challenge_start", call)
+
+    @bentoml.api(route="/process")
+    async def challenge_process(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """JSON {"session_id", "image": base64 frame} -> face_detected, instruction, step_completed, ..."""
+
+        async def call() -> dict[str, Any]:
+            key, doc = challenge_api.parse(body, ctx.request.headers)
+            frame = challenge_api.frame_bytes(doc, self.core.pipeline.limits)
+            return await self.challenges.process(key, doc.get("session_id"), frame)
+
+        return await self._challenge_call(ctx, "challenge_process", call)
+
+    @bentoml.api(route="/complete")
+    async def challenge_complete(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """JSON {"session_id"} -> verdict, result_token, ... (charges one unit, once)."""
+
+        async def call() -> dict[str, Any]:
+            key, doc = challenge_api.parse(body, ctx.request.headers)
+            return await self.challenges.complete(key, doc.get("session_id"))
+
+        return await self._challenge_call(ctx, "challenge_complete", call)
+
+
+CHALLENGE_BODY_LIMIT = 64 * 1024
 Liveness.add_asgi_middleware(
     RawBodyMiddleware,
-    routes={"/liveness": BODY_LIMIT, "/v1/liveness": BODY_LIMIT, "/v1/video-liveness": video_api.body_limit(settings)},
+    routes={"/liveness": BODY_LIMIT, "/v1/liveness": BODY_LIMIT, "/v1/video-liveness": video_api.body_limit(settings),
+            "/start": CHALLENGE_BODY_LIMIT, "/process": BODY_LIMIT, "/complete": CHALLENGE_BODY_LIMIT},
     too_large=too_large,
 )

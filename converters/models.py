@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import onnx
 
-from converters.onnx_edit import make_batch_dynamic, rewrite_prelu, session
+from converters.onnx_edit import make_batch_dynamic, rewrite_prelu, session, unpin_tflite_batch
 from converters.quantize import compare_classifier, int8_static, quantization_md
-from converters.reference import reference_crops, video_frames
+from converters.reference import ReferenceDetector, reference_crops, video_frames
 from converters.spec import ModelSpec, TensorSpec, VariantSpec, max_abs_diff
 
 # Real faces for parity checks; media stays in ../shared, found relative to the sources dir.
@@ -273,4 +273,116 @@ RETINAFACE = ModelSpec(
     upstream="minivision-ai/Silent-Face-Anti-Spoofing resources/detection_model (Caffe), converted here",
 )
 
-CATALOGUE: tuple[ModelSpec, ...] = (RETINAFACE, YUNET, MINIFASNET_V2, MINIFASNET_V1SE)
+# --- MediaPipe face mesh and iris (tflite2onnx exports, batch pinned to 1 upstream) ---------------
+
+FACEMESH_SRC = "landmarks/mediapipe_facemesh/face_landmark_barracuda.onnx"
+IRIS_SRC = "landmarks/mediapipe_iris/iris_landmark_barracuda.onnx"
+
+
+def _landmark_images(sources: Path) -> list[Path]:
+    media = sources.parent / "media" / "dev"
+    return parity_images(sources) + sorted((media / "landmarks").glob("*.jpg"))
+
+
+@lru_cache(maxsize=2)
+def _landmark_crops(sources: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Real inputs: face-mesh crops of the reference detector's face in every dev image, and
+    both eye crops (right, mirrored left) placed by the UPSTREAM face mesh on those faces.
+    Images where the reference detector finds no face (>= 0.6) are skipped."""
+    from liveness.detection.base import Face
+    from liveness.landmarks.crop import to_input
+    from liveness.landmarks.facemesh import N_POINTS, crop_for
+    from liveness.landmarks.iris import LEFT_CORNERS, RIGHT_CORNERS, crop_eye
+
+    det = ReferenceDetector(sources)
+    mesh = session(onnx.load(str(sources / FACEMESH_SRC)))
+    faces, eyes = [], []
+    for p in _landmark_images(sources):
+        img = cv2.imread(str(p))
+        found = det.detect(img)
+        if found.confidence < 0.6:  # upstream's threshold; it misses the scanned landmark prints
+            continue
+        x, y, w, h = found.bbox
+        crop, meta = crop_for(img, Face(x, y, w, h, 1.0))
+        faces.append(crop)
+        pts = meta.to_image(mesh.run(None, {"input_1": to_input([crop])})[0].reshape(N_POINTS, 3))
+        eyes += [crop_eye(img, pts, RIGHT_CORNERS, False)[0], crop_eye(img, pts, LEFT_CORNERS, True)[0]]
+    return to_input(faces), to_input(eyes)
+
+
+def _landmark_build(src: str):
+    def build(sources: Path) -> onnx.ModelProto:
+        return rewrite_prelu(make_batch_dynamic(unpin_tflite_batch(onnx.load(str(sources / src)))))
+
+    return build
+
+
+def _landmark_parity(src: str, which: int):
+    def parity(model: onnx.ModelProto, sources: Path) -> dict[str, float]:
+        x = _landmark_crops(sources)[which]
+        upstream, ours = session(onnx.load(str(sources / src))), session(model)
+        ref = [upstream.run(None, {"input_1": x[i : i + 1]}) for i in range(len(x))]
+        got = ours.run(None, {"input_1": x})
+        singles = [ours.run(None, {"input_1": x[i : i + 1]}) for i in range(8)]
+        batch8 = ours.run(None, {"input_1": x[:8]})
+        what = "face crops" if which == 0 else "eye crops"
+        return {
+            f"outputs vs upstream ({len(x)} real {what}, one batch)": max(
+                max_abs_diff(g, np.concatenate([r[k] for r in ref])) for k, g in enumerate(got)
+            ),
+            "batch of 8 vs 8 x batch 1": max(
+                max_abs_diff(b, np.concatenate([s[k] for s in singles])) for k, b in enumerate(batch8)
+            ),
+        }
+
+    return parity
+
+
+FACEMESH = ModelSpec(
+    name="facemesh",
+    role="landmarks",
+    version=1,
+    sources=(FACEMESH_SRC,),
+    build=_landmark_build(FACEMESH_SRC),
+    parity=_landmark_parity(FACEMESH_SRC, 0),
+    reference_inputs=lambda sources: _landmark_crops(sources)[0][:8],
+    inputs=(TensorSpec("input_1", (3, 192, 192)),),
+    outputs=(TensorSpec("conv2d_20", (1404, 1, 1)), TensorSpec("conv2d_30", (1, 1, 1))),
+    max_batch_size=16,
+    max_queue_delay_us=0,
+    parameters={
+        "crop_scale": "1.5",
+        "input_size": "192",
+        "color": "RGB",
+        "normalisation": "x/127.5-1",
+        "points": "468 x (x,y,z) in input-size crop pixels; conv2d_30 = presence logit",
+    },
+    licence="Apache-2.0",
+    upstream="keijiro/FaceMeshBarracuda face_landmark_barracuda.onnx (MediaPipe face_landmark, tflite2onnx)",
+)
+
+IRIS = ModelSpec(
+    name="iris",
+    role="landmarks",
+    version=1,
+    sources=(IRIS_SRC,),
+    build=_landmark_build(IRIS_SRC),
+    parity=_landmark_parity(IRIS_SRC, 1),
+    reference_inputs=lambda sources: _landmark_crops(sources)[1][:8],
+    inputs=(TensorSpec("input_1", (3, 64, 64)),),
+    outputs=(TensorSpec("output_eyes_contours_and_brows", (213,)), TensorSpec("output_iris", (15,))),
+    max_batch_size=16,
+    max_queue_delay_us=0,
+    parameters={
+        "crop_scale": "2.3",
+        "input_size": "64",
+        "color": "RGB",
+        "normalisation": "x/127.5-1",
+        "eye_corners": "right 33/133, left 362/263 (mesh); left eye crop mirrored",
+        "points": "71 x (x,y,z) contour (first 16 = eyelid) + 5 x (x,y,z) iris, input-size crop pixels",
+    },
+    licence="Apache-2.0",
+    upstream="keijiro/IrisBarracuda iris_landmark_barracuda.onnx (MediaPipe iris_landmark, tflite2onnx)",
+)
+
+CATALOGUE: tuple[ModelSpec, ...] = (RETINAFACE, YUNET, MINIFASNET_V2, MINIFASNET_V1SE, FACEMESH, IRIS)

@@ -54,7 +54,9 @@ class LivenessApp:
         self.executor = ThreadPoolExecutor(max_workers=settings.cpu_threads, thread_name_prefix="cpu")
         self.backend = make_backend(settings, observer)
         self.pipeline = PassivePipeline(self.backend, settings, self.executor)
-        self.models = self.pipeline.model_names
+        # The landmark models (active challenges) are routed, versioned and loaded like the others.
+        landmarks = list(settings.landmark_models) if settings.challenges_enabled else []
+        self.models = self.pipeline.model_names + [m for m in landmarks if m not in self.pipeline.model_names]
         self.shadow_observer = shadow_observer
         self._background: set[asyncio.Task] = set()
         self.policy_store = open_policy_store(str(settings.db_path), settings.mongodb_uri)

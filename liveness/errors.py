@@ -51,6 +51,12 @@ ROLLOUT_REJECTED = ErrorKind("rollout_rejected", 409)
 NOT_READY = ErrorKind("not_ready", 503)
 MODEL_UNAVAILABLE = ErrorKind("model_unavailable", 503)
 INTERNAL_ERROR = ErrorKind("internal_error", 500)
+# Active challenges (liveness.challenges, README "Active challenges").
+SESSION_NOT_FOUND = ErrorKind("session_not_found", 404)  # unknown id, or another key's session
+SESSION_EXPIRED = ErrorKind("session_expired", 410)
+SESSION_FINISHED = ErrorKind("session_finished", 409)  # a frame for a session already passed/failed
+FRAME_TOO_FAST = ErrorKind("frame_too_fast", 429)  # over challenge_max_fps: not charged, session unchanged
+TOO_MANY_SESSIONS = ErrorKind("too_many_sessions", 503)
 
 CATALOGUE: tuple[ErrorKind, ...] = tuple(
     v for v in list(globals().values()) if isinstance(v, ErrorKind)

@@ -95,6 +95,28 @@ class Settings(BaseSettings):
     # every worker and the CLI).  Setting it invalidates tokens signed with the stored one.
     jwt_secret: str | None = Field(None, min_length=32)
 
+    # Active challenges (liveness.challenges; README "Active challenges")
+    challenges_enabled: bool = True  # loads landmark_models at start (challenge steps need them)
+    landmark_models: tuple[str, ...] = ("facemesh", "iris")  # face mesh first, then iris (liveness.landmarks.measure)
+    challenge_pool: tuple[str, ...] = (
+        "blink", "turn_left", "turn_right", "look_center", "smile", "open_mouth", "raise_brows", "wink",
+    )
+    challenge_steps: int = Field(3, ge=1, le=8)  # challenges drawn per session
+    challenge_step_timeout_s: float = Field(20.0, gt=0)  # a step not done in time fails the session
+    challenge_session_ttl_s: float = Field(600.0, gt=0)  # session expiry (10 min)
+    challenge_max_sessions: int = Field(1000, ge=1)  # active sessions in the store (all workers)
+    challenge_max_fps: float = Field(15.0, gt=0)  # faster frames -> 429 frame_too_fast
+    challenge_face_missing_s: float = Field(2.0, gt=0)  # face absent longer than this fails the session
+    challenge_min_passive_frames: int = Field(3, ge=1)  # frames with a passive score needed to pass
+    # Identity continuity between consecutive frames (see liveness/challenges/identity.py)
+    challenge_max_center_jump: float = Field(0.5, gt=0)  # centre move / previous box size, per frame
+    challenge_min_area_ratio: float = Field(0.5, gt=0, le=1)  # smaller/larger box area per frame
+    challenge_min_appearance: float = Field(0.6, ge=0, le=1)  # colour-histogram intersection per frame
+    challenge_return_frame: bool = False  # keep the best frame (JPEG, in the session row) and return it
+    challenge_token_ttl_s: int = Field(600, ge=1)  # result_token lifetime
+    challenge_purge_interval_s: float = Field(60.0, gt=0)  # periodic purge of expired sessions
+    challenge_purge_grace_s: float = Field(3600.0, ge=0)  # expired rows kept this long (answer 410, not 404)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -20,3 +20,217 @@ class FaceSignals:
     smile: float  # mouth width / inter-ocular distance (grows with a smile)
     brows_raised: float  # brow-to-eye distance / inter-ocular distance
     presence: float  # face-mesh presence probability 0..1
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure per-frame measures.  ``pts`` = face-mesh points (468, 3) in image pixels (z = relative
+# depth, smaller = nearer, same scale as x); ``eyelid`` = the iris model's first 16 eye-contour
+# points (16, >=2) in image pixels.  Values measured on ../shared/media/dev (see each docstring).
+# ---------------------------------------------------------------------------------------------
+
+import math  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from liveness.landmarks.facemesh import FaceMesh
+    from liveness.landmarks.iris import Eyes
+
+RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS = (33, 133), (362, 263)  # subject's right / left
+CHEEK_RIGHT, CHEEK_LEFT = 234, 454  # face outline at the ears (subject's right / left)
+FOREHEAD, CHIN, NOSE_TIP = 10, 152, 1
+LIP_UPPER_INNER, LIP_LOWER_INNER, MOUTH_RIGHT, MOUTH_LEFT = 13, 14, 61, 291
+BROW_RIGHT, BROW_LEFT = (70, 63, 105, 66, 107), (300, 293, 334, 296, 336)
+
+# Eye openness (iris eyelid contour height / width), measured:
+#   open  : dev/landmarks open_open 0.43 / 0.40, the wink's open eye 0.46, silentface T1 0.36 / 0.37,
+#           jomariya_real_1 open frames 0.30-0.42 (mostly 0.33-0.40);
+#   closed: closed_closed 0.17 / 0.25, the wink's closed eye 0.17, video blink frames 0.14-0.23.
+EYE_CLOSED = 0.27  # below: closed
+EYE_OPEN = 0.31  # above: open (the gap between the two is hysteresis)
+
+
+def eye_openness(eyelid: np.ndarray) -> float:
+    """(max y - min y) / (max x - min x) of the 16 eyelid-contour points (open > 0.31, closed < 0.27)."""
+    e = np.asarray(eyelid, np.float64)[:16]
+    width = float(e[:, 0].max() - e[:, 0].min())
+    return float(e[:, 1].max() - e[:, 1].min()) / width if width > 0 else float("nan")
+
+
+def _eye_centre(pts: np.ndarray, corners: tuple[int, int]) -> np.ndarray:
+    return (pts[corners[0], :2] + pts[corners[1], :2]) / 2
+
+
+def interocular(pts: np.ndarray) -> float:
+    """Distance between the eye centres (midpoints of the eye corners), image pixels."""
+    return float(np.linalg.norm(_eye_centre(pts, RIGHT_EYE_CORNERS) - _eye_centre(pts, LEFT_EYE_CORNERS)))
+
+
+def head_yaw(pts: np.ndarray) -> float:
+    """Degrees; > 0 when the subject turns to THEIR left (nose towards image right).
+
+    Angle of the cheek-to-cheek line (mesh 234 -> 454) out of the image plane, from the mesh's
+    x and z.  Measured: frontal dev photos -0.6..+0.1 (T1 +23, slightly turned); jomariya_real_1
+    turns +26 (frames 160-170, nose to image right) and -13 (frames 520-570, nose to image left),
+    between turns -7..+5.
+    """
+    d = pts[CHEEK_LEFT] - pts[CHEEK_RIGHT]
+    return math.degrees(math.atan2(float(d[2]), float(d[0])))
+
+
+def head_pitch(pts: np.ndarray) -> float:
+    """Degrees; > 0 when looking up (chin comes nearer than the forehead).
+
+    Angle of the forehead-chin line (mesh 10 -> 152) out of the image plane.  Measured: frontal
+    dev photos -17..+9, jomariya_real_1 level frames -10..+2, looking down at the phone -20..-32.
+    """
+    d = pts[CHIN] - pts[FOREHEAD]
+    return math.degrees(math.atan2(float(pts[FOREHEAD, 2] - pts[CHIN, 2]), float(math.hypot(d[0], d[1]))))
+
+
+def head_roll(pts: np.ndarray) -> float:
+    """Degrees; > 0 when the head tilts to the subject's left shoulder (image right): the angle of
+    the outer eye corners' line (33 -> 263) in the image.  Measured: dev photos -1.7..-0.1, T1 10."""
+    d = pts[LEFT_EYE_CORNERS[1], :2] - pts[RIGHT_EYE_CORNERS[0], :2]
+    return math.degrees(math.atan2(float(d[1]), float(d[0])))
+
+
+def mouth_open(pts: np.ndarray) -> float:
+    """Inner-lip gap (13-14) / mouth width (61-291).  Measured: closed 0.00-0.13 (video, T1 0.10),
+    smile with teeth 0.16-0.24 (closed_closed, open_open), wide-open laugh 0.43 (closed_open)."""
+    w = float(np.linalg.norm(pts[MOUTH_RIGHT, :2] - pts[MOUTH_LEFT, :2]))
+    return float(np.linalg.norm(pts[LIP_UPPER_INNER, :2] - pts[LIP_LOWER_INNER, :2])) / w if w > 0 else float("nan")
+
+
+def smile(pts: np.ndarray) -> float:
+    """Mouth width (61-291) / inter-ocular distance.  Measured: neutral 0.67-0.89 (video, varies
+    with yaw), T1 0.74; smiling dev photos 1.01-1.06.  Compare with the same session's baseline."""
+    iod = interocular(pts)
+    return float(np.linalg.norm(pts[MOUTH_RIGHT, :2] - pts[MOUTH_LEFT, :2])) / iod if iod > 0 else float("nan")
+
+
+def brows_raised(pts: np.ndarray) -> float:
+    """Mean brow-centre (5 brow points) to eye-centre distance / inter-ocular distance.
+    Measured: video 0.31-0.39, dev photos 0.32-0.45.  Compare with the same session's baseline."""
+    iod = interocular(pts)
+    if iod <= 0:
+        return float("nan")
+    r = np.linalg.norm(pts[list(BROW_RIGHT), :2].mean(0) - _eye_centre(pts, RIGHT_EYE_CORNERS))
+    l = np.linalg.norm(pts[list(BROW_LEFT), :2].mean(0) - _eye_centre(pts, LEFT_EYE_CORNERS))
+    return float((r + l) / 2 / iod)
+
+
+def presence(logit: float) -> float:
+    """Sigmoid of the face-mesh presence logit (1.00 on every dev face)."""
+    return float(1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, float(logit))))))
+
+
+def signals_from(mesh: "FaceMesh", eyes: "Eyes") -> FaceSignals:
+    pts = mesh.points
+    return FaceSignals(
+        left_eye_openness=eye_openness(eyes.left.eyelid),
+        right_eye_openness=eye_openness(eyes.right.eyelid),
+        yaw=head_yaw(pts),
+        pitch=head_pitch(pts),
+        roll=head_roll(pts),
+        mouth_open=mouth_open(pts),
+        smile=smile(pts),
+        brows_raised=brows_raised(pts),
+        presence=presence(mesh.presence_logit),
+    )
+
+
+# -- predicates (defaults documented above each; callers may pass their own) ---------------------
+
+TURN_DEG = 15.0  # video turns reach +26 / -13 deg; between turns |yaw| <= 7
+CENTER_YAW_DEG, CENTER_PITCH_DEG = 10.0, 20.0
+SMILE_RISE = 0.15  # smile > baseline x 1.15 (neutral 0.67-0.89 vs smiling 1.01-1.06)
+BROWS_RISE = 0.12  # brows_raised > baseline x 1.12
+MOUTH_OPENED = 0.35  # closed <= 0.13, teeth-smile <= 0.24, wide open 0.43
+
+
+def turned_left(sig: FaceSignals, deg: float = TURN_DEG) -> bool:
+    """The subject turned to THEIR left by more than ``deg`` (yaw > deg)."""
+    return sig.yaw > deg
+
+
+def turned_right(sig: FaceSignals, deg: float = TURN_DEG) -> bool:
+    return sig.yaw < -deg
+
+
+def looking_center(sig: FaceSignals, yaw_deg: float = CENTER_YAW_DEG, pitch_deg: float = CENTER_PITCH_DEG) -> bool:
+    return abs(sig.yaw) < yaw_deg and abs(sig.pitch) < pitch_deg
+
+
+def smiling(sig: FaceSignals, baseline: float, rise: float = SMILE_RISE) -> bool:
+    """``baseline`` = the subject's neutral ``smile`` (e.g. the session minimum)."""
+    return sig.smile > baseline * (1 + rise)
+
+
+def mouth_opened(sig: FaceSignals, threshold: float = MOUTH_OPENED) -> bool:
+    return sig.mouth_open > threshold
+
+
+def brows_up(sig: FaceSignals, baseline: float, rise: float = BROWS_RISE) -> bool:
+    return sig.brows_raised > baseline * (1 + rise)
+
+
+def eyes_closed(sig: FaceSignals, closed: float = EYE_CLOSED) -> bool:
+    return max(sig.left_eye_openness, sig.right_eye_openness) < closed
+
+
+def eyes_open(sig: FaceSignals, open_: float = EYE_OPEN) -> bool:
+    return min(sig.left_eye_openness, sig.right_eye_openness) > open_
+
+
+def wink(sig: FaceSignals, closed: float = EYE_CLOSED, open_: float = EYE_OPEN) -> str | None:
+    """'left' / 'right' (the SUBJECT's eye that is closed) when one eye is closed and the other
+    open, else None.  Measured on dev closed_open: 0.46 (open) vs 0.17 (closed)."""
+    l, r = sig.left_eye_openness, sig.right_eye_openness
+    if l < closed and r > open_:
+        return "left"
+    if r < closed and l > open_:
+        return "right"
+    return None
+
+
+class BlinkDetector:
+    """Feed ``(t_seconds, left, right)`` openness per frame; ``update`` returns True once when
+    an open -> closed -> open sequence completes with the eyes closed for ``min_closed_s`` ..
+    ``max_closed_s`` (closed = BOTH eyes < ``closed``; open = BOTH eyes > ``open_``).
+
+    Defaults from the dev media: open 0.30-0.46, closed 0.14-0.25 (blinks in jomariya_real_1
+    at 30 fps last 1-4 frames, 0.03-0.13 s).  ``min_closed_s`` is 0 because at 10-15 fps a
+    real blink is often one frame; a still photo never closes its eyes so never triggers.
+    NaN openness (no eyes measured) resets to waiting for open eyes.
+    """
+
+    def __init__(self, closed: float = EYE_CLOSED, open_: float = EYE_OPEN, min_closed_s: float = 0.0, max_closed_s: float = 1.0) -> None:
+        self.closed, self.open, self.min_closed_s, self.max_closed_s = closed, open_, min_closed_s, max_closed_s
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "wait_open"
+        self.closed_at: float | None = None
+
+    def update(self, t: float, left: float, right: float) -> bool:
+        if not (math.isfinite(left) and math.isfinite(right)):
+            self.reset()
+            return False
+        lo, hi = min(left, right), max(left, right)
+        if self.phase == "wait_open":
+            if lo > self.open:
+                self.phase = "open"
+        elif self.phase == "open":
+            if hi < self.closed:
+                self.phase, self.closed_at = "closed", t
+        elif self.phase == "closed":
+            assert self.closed_at is not None
+            if t - self.closed_at > self.max_closed_s:
+                self.reset()  # shut too long: not a blink
+            elif lo > self.open:
+                ok = t - self.closed_at >= self.min_closed_s
+                self.phase = "open"
+                return ok
+        return False

@@ -1,0 +1,307 @@
+"""Real-time active-liveness channel: ``/v1/challenge/ws`` (a Starlette WebSocket route).
+
+A thin adapter over ``ChallengeService`` (liveness.challenges): it speaks JSON events and binary
+JPEG frames, the service owns sessions, steps, keys and verdicts.
+
+Protocol (docs in README "Challenge WebSocket"):
+
+client -> server
+  1. text   {"type": "start", "api_key": "lk_...", "challenges"?: ["blink", ...], "admin_key"?: "..."}
+  2. binary one JPEG frame per message (~8-10 fps), any number
+     text   {"type": "cancel"} ends the session (close 1000)
+
+server -> client (text, JSON)
+  {"type": "challenge", "session_id", "instruction", "current_step", "total_steps", "expires_in_minutes"}
+  {"type": "feedback", "face_detected", "instruction", "step_completed", "current_step", "total_steps",
+   "reason", "passive_score"}                     one per frame; reason "frame_too_fast" = frame dropped
+  {"type": "result", "verdict", "steps_completed", "verification_time", "result_token"}   then close 1000
+  {"type": "error", "code", "message", "status"}  then close (see ``close_code``)
+
+Frames that arrive faster than ``min_frame_interval`` or while the previous frame is still being
+processed are dropped (a feedback event with reason "frame_too_fast"), never queued: the client
+is live video, so the newest frame is the one worth analysing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from liveness.errors import (
+    ADMIN_DISABLED,
+    IMAGE_TOO_LARGE,
+    INTERNAL_ERROR,
+    INVALID_ADMIN_KEY,
+    INVALID_REQUEST,
+    MISSING_API_KEY,
+    NOT_READY,
+    LivenessError,
+)
+
+log = logging.getLogger("liveness.challenge_ws")
+
+PATH = "/v1/challenge/ws"
+FRAME_TOO_FAST = "frame_too_fast"  # feedback reason of a dropped frame (also ChallengeService's error code)
+MAX_START_BYTES = 4 * 1024          # the start message (and any other text message)
+MAX_CHALLENGES = 16
+MIN_FRAME_INTERVAL_S = 1 / 15       # the page sends 8-10 fps; allow jitter, refuse floods
+IDLE_TIMEOUT_S = 30.0               # no message for this long ends the socket
+START_TIMEOUT_S = 10.0              # the start message must come this soon after connecting
+
+# WebSocket close codes (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008                # authentication / quota / protocol violation
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013             # the service is not ready / a model is unavailable
+
+ServiceGetter = Callable[[], Any]   # -> ChallengeService of this worker (or None while loading)
+
+
+def close_code(err: LivenessError) -> int:
+    if err.status == 413:
+        return CLOSE_TOO_BIG
+    if err.status == 503:
+        return CLOSE_TRY_AGAIN
+    if err.status >= 500:
+        return CLOSE_INTERNAL
+    return CLOSE_POLICY
+
+
+def _admin_ok(key: str, expected_sha256: str | None) -> None:
+    if not expected_sha256:
+        raise LivenessError(ADMIN_DISABLED, "Admin options are off: set LIVENESS_ADMIN_KEY_SHA256.")
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if not key or not hmac.compare_digest(digest, expected_sha256.lower()):
+        raise LivenessError(INVALID_ADMIN_KEY, "Wrong admin_key.")
+
+
+def parse_start(text: str) -> dict[str, Any]:
+    """Validate the first message; returns {"api_key", "challenges", "admin_key"}."""
+    if len(text.encode()) > MAX_START_BYTES:
+        raise LivenessError(INVALID_REQUEST, f"The start message exceeds {MAX_START_BYTES} bytes.")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise LivenessError(INVALID_REQUEST, "The start message is not valid JSON.") from None
+    if not isinstance(doc, dict) or doc.get("type") != "start":
+        raise LivenessError(INVALID_REQUEST, 'The first message must be {"type": "start", "api_key": ...}.')
+    api_key = doc.get("api_key")
+    if not api_key:
+        raise LivenessError(MISSING_API_KEY, "The start message needs an api_key.")
+    if not isinstance(api_key, str):
+        raise LivenessError(INVALID_REQUEST, "'api_key' must be a string.")
+    challenges = doc.get("challenges")
+    if challenges is not None and (
+        not isinstance(challenges, list) or not challenges or len(challenges) > MAX_CHALLENGES
+        or not all(isinstance(c, str) and c for c in challenges)
+    ):
+        raise LivenessError(INVALID_REQUEST, f"'challenges' must be a list of 1 to {MAX_CHALLENGES} names.")
+    admin_key = doc.get("admin_key")
+    if admin_key is not None and not isinstance(admin_key, str):
+        raise LivenessError(INVALID_REQUEST, "'admin_key' must be a string.")
+    return {"api_key": api_key, "challenges": challenges, "admin_key": admin_key}
+
+
+def _challenge_event(started: dict[str, Any]) -> dict[str, Any]:
+    keys = ("session_id", "instruction", "current_step", "total_steps", "expires_in_minutes")
+    return {"type": "challenge", **{k: started.get(k) for k in keys}}
+
+
+def _feedback_event(out: dict[str, Any]) -> dict[str, Any]:
+    keys = ("face_detected", "instruction", "step_completed", "current_step", "total_steps", "reason", "passive_score")
+    return {"type": "feedback", **{k: out.get(k) for k in keys}}
+
+
+def _result_event(done: dict[str, Any]) -> dict[str, Any]:
+    keys = ("verdict", "steps_completed", "verification_time", "result_token")
+    return {"type": "result", **{k: done.get(k) for k in keys}}
+
+
+class _Channel:
+    """One connected client: sends are serialised, frames are analysed one at a time."""
+
+    def __init__(self, ws: WebSocket, service: Any, min_frame_interval: float) -> None:
+        self.ws = ws
+        self.service = service
+        self.min_frame_interval = min_frame_interval
+        self.send_lock = asyncio.Lock()
+        self.credential = ""
+        self.session_id = ""
+        self.state: dict[str, Any] = {}       # last known instruction / step, for dropped frames
+        self.last_frame_at = float("-inf")
+        self.worker: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+        self.failure: BaseException | None = None
+
+    async def send(self, event: dict[str, Any]) -> None:
+        async with self.send_lock:
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                await self.ws.send_text(json.dumps(event))
+
+    async def start(self, start: dict[str, Any], admin_key_sha256: str | None) -> None:
+        admin = False
+        if start["admin_key"] is not None:
+            _admin_ok(start["admin_key"], admin_key_sha256)
+            admin = True
+        self.credential = start["api_key"]
+        started = await self.service.start(self.credential, start["challenges"], admin=admin)
+        self.session_id = started["session_id"]
+        self.state = {k: started.get(k) for k in ("instruction", "current_step", "total_steps")}
+        await self.send(_challenge_event(started))
+
+    def busy(self) -> bool:
+        return self.worker is not None and not self.worker.done()
+
+    async def dropped(self) -> None:
+        await self.send(_feedback_event({
+            **self.state, "face_detected": None, "step_completed": False,
+            "reason": FRAME_TOO_FAST, "passive_score": None,
+        }))
+
+    async def frame(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.busy() or now - self.last_frame_at < self.min_frame_interval:
+            await self.dropped()
+            return
+        self.last_frame_at = now
+        self.worker = asyncio.create_task(self._analyse(data))
+
+    async def _analyse(self, data: bytes) -> None:
+        try:
+            try:
+                out = await self.service.process(self.credential, self.session_id, data)
+            except LivenessError as err:
+                if err.code != FRAME_TOO_FAST:  # the service's own rate limit: drop, don't fail
+                    raise
+                await self.dropped()
+                return
+            self.state = {k: out.get(k, self.state.get(k)) for k in ("instruction", "current_step", "total_steps")}
+            await self.send(_feedback_event(out))
+            if out.get("verification_complete") or out.get("verification_failed"):
+                done = await self.service.complete(self.credential, self.session_id)
+                await self.send(_result_event(done))
+                self.finished.set()
+        except BaseException as e:  # noqa: BLE001 - handed to the receive loop, which reports it
+            self.failure = e
+            self.finished.set()
+
+    async def wait_worker(self) -> None:
+        if self.worker is not None:
+            await asyncio.gather(self.worker, return_exceptions=True)
+
+    def cancel(self) -> None:
+        if self.busy():
+            assert self.worker is not None
+            self.worker.cancel()
+
+
+async def _receive(ws: WebSocket, timeout: float) -> dict[str, Any]:
+    msg = await asyncio.wait_for(ws.receive(), timeout)
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    return msg
+
+
+async def _fail(ws: WebSocket, err: LivenessError, send_lock: asyncio.Lock | None = None) -> None:
+    event = {"type": "error", "code": err.code, "message": err.message, "status": err.status}
+    lock = send_lock or asyncio.Lock()
+    async with lock:
+        if ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await ws.send_text(json.dumps(event))
+                await ws.close(close_code(err), reason=err.code[:120])
+            except (RuntimeError, WebSocketDisconnect, OSError):
+                pass
+
+
+def challenge_ws_routes(
+    get_service: ServiceGetter,
+    admin_key_sha256: Callable[[], str | None],
+    *,
+    max_frame_bytes: Callable[[], int] = lambda: 2 * 1024 * 1024,
+    min_frame_interval: float = MIN_FRAME_INTERVAL_S,
+    idle_timeout: float = IDLE_TIMEOUT_S,
+    start_timeout: float = START_TIMEOUT_S,
+) -> list[WebSocketRoute]:
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        channel: _Channel | None = None
+        try:
+            service = get_service()
+            if service is None:
+                raise LivenessError(NOT_READY, "The challenge service is loading; retry shortly.", {"retry_after": 1})
+            msg = await _receive(ws, start_timeout)
+            if msg.get("text") is None:
+                raise LivenessError(INVALID_REQUEST, 'Send {"type": "start", ...} as text before any frame.')
+            start = parse_start(msg["text"])
+            channel = _Channel(ws, service, min_frame_interval)
+            await channel.start(start, admin_key_sha256())
+            limit = max_frame_bytes()
+            while not channel.finished.is_set():
+                recv = asyncio.ensure_future(_receive(ws, idle_timeout))
+                done_wait = asyncio.ensure_future(channel.finished.wait())
+                await asyncio.wait({recv, done_wait}, return_when=asyncio.FIRST_COMPLETED)
+                done_wait.cancel()
+                if not recv.done():
+                    recv.cancel()
+                    await asyncio.gather(recv, return_exceptions=True)
+                    break
+                msg = recv.result()
+                if msg.get("bytes") is not None:
+                    data = msg["bytes"]
+                    if len(data) > limit:
+                        raise LivenessError(IMAGE_TOO_LARGE, f"A frame exceeds {limit} bytes.")
+                    if not data:
+                        continue
+                    await channel.frame(data)
+                elif msg.get("text") is not None:
+                    text = msg["text"]
+                    if len(text) <= MAX_START_BYTES and _is_cancel(text):
+                        channel.cancel()
+                        await ws.close(CLOSE_NORMAL, reason="cancelled")
+                        return
+                    raise LivenessError(INVALID_REQUEST, 'After "start" send binary JPEG frames or {"type": "cancel"}.')
+            await channel.wait_worker()
+            if channel.failure is not None:
+                raise channel.failure
+            async with channel.send_lock:
+                if ws.application_state == WebSocketState.CONNECTED:
+                    await ws.close(CLOSE_NORMAL)
+        except WebSocketDisconnect:
+            if channel is not None:
+                channel.cancel()
+        except asyncio.TimeoutError:
+            await _fail(ws, LivenessError(INVALID_REQUEST, "No message within the time limit."),
+                        channel.send_lock if channel else None)
+        except LivenessError as err:
+            if channel is not None:
+                channel.cancel()
+            await _fail(ws, err, channel.send_lock if channel else None)
+        except asyncio.CancelledError:
+            if channel is not None:
+                channel.cancel()
+            raise
+        except Exception:  # noqa: BLE001 - the socket gets an error event, the log the traceback
+            log.exception("challenge websocket failed")
+            if channel is not None:
+                channel.cancel()
+            await _fail(ws, LivenessError(INTERNAL_ERROR, "Internal error."), channel.send_lock if channel else None)
+
+    return [WebSocketRoute(PATH, endpoint)]
+
+
+def _is_cancel(text: str) -> bool:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("type") == "cancel"

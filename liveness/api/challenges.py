@@ -1,0 +1,54 @@
+"""HTTP adapter for active challenges: request parsing and the native error envelope.
+
+``POST /start`` {challenges?}, ``POST /process`` {session_id, image}, ``POST /complete``
+{session_id}; key in X-API-Key (or ``Authorization: Bearer``, or ``hash_id`` in the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from liveness.api.native import api_key_from
+from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
+from liveness.imaging import ImageLimits, strip_data_uri_and_b64decode
+
+FRAME_FIELDS = ("image", "frame", "image_base64")
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
+    if not isinstance(doc, dict):
+        raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
+    return doc
+
+
+def parse(body: bytes, headers: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
+    doc = parse_json(body)
+    return api_key_from(headers, doc), doc
+
+
+def frame_bytes(doc: dict[str, Any], limits: ImageLimits) -> Callable[[], bytes]:
+    """A callable giving the frame's bytes: it runs after the key and session are checked."""
+    text = next((doc[f] for f in FRAME_FIELDS if doc.get(f) is not None), None)
+
+    def get() -> bytes:
+        if text is None or text == "":
+            raise LivenessError(MISSING_IMAGE, "The JSON body needs an 'image' field with a base64 frame.")
+        if not isinstance(text, str):
+            raise LivenessError(INVALID_REQUEST, "'image' must be a base64 string.")
+        return strip_data_uri_and_b64decode(text, limits)
+
+    return get
+
+
+def challenges_field(doc: dict[str, Any]) -> list[str] | None:
+    value = doc.get("challenges")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise LivenessError(INVALID_REQUEST, "'challenges' must be a list of challenge names.")
+    return value

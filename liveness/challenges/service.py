@@ -1,0 +1,445 @@
+"""Active challenge sessions on top of ``LivenessApp``: start, frames, complete, status, stats.
+
+Field names follow the Flask/MediaPipe service this replaces (session_id, instruction,
+current_step, total_steps, expires_in_minutes, face_detected, step_completed,
+verification_complete, verification_failed, verdict, verification_time, steps_completed), plus
+ours (reason, passive_score, model_versions, result_token).
+
+Rules (README "Active challenges"):
+
+* Sessions are bound to the API key that started them: another key gets ``session_not_found``.
+  Ids are ``secrets.token_urlsafe(24)``.  Timestamps come from the server clock.
+* Every frame runs the passive pipeline; the verdict needs the session's mean fused score
+  >= ``threshold`` (over at least ``challenge_min_passive_frames`` face frames), every step
+  done, and no hard failure (step timeout, face lost > ``challenge_face_missing_s``, identity
+  jump - see identity.py).
+* A frame sooner than ``0.8/challenge_max_fps`` (20 % jitter tolerance) after the session's previous
+  accepted frame gets ``frame_too_fast``: not charged, session unchanged.
+* Quota: ONE unit per session, charged when ``complete`` gives a verdict (passed or failed).
+  ``start`` and frames only check that the key is valid and has quota left (``admit``).
+  ``complete`` again returns the same stored verdict without charging.  Expired sessions are
+  never charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from typing import Any, Awaitable, Callable
+
+import jwt
+import numpy as np
+
+from liveness.challenges import steps as S
+from liveness.challenges.identity import colour_hist
+from liveness.challenges.store import SessionRow, SessionStore, open_session_store
+from liveness.decision import fuse
+from liveness.errors import (
+    FRAME_TOO_FAST,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    MULTIPLE_FACES,
+    NO_FACE,
+    SESSION_EXPIRED,
+    SESSION_FINISHED,
+    SESSION_NOT_FOUND,
+    LivenessError,
+)
+from liveness.imaging import decode_image
+from liveness.keys import Credential
+from liveness.keys.tokens import ALGORITHM
+from liveness.landmarks.signals import FaceSignals
+from liveness.settings import Settings
+
+log = logging.getLogger("liveness.challenges")
+
+Measure = Callable[[Any, np.ndarray, Any, dict[str, int]], Awaitable[FaceSignals]]
+ANONYMOUS = "-"  # key_id of sessions when authentication is disabled
+TOKEN_TYPE = "challenge_result"
+FPS_TOLERANCE = 0.8  # a frame may arrive 20 % early (client timers and network jitter)
+CAS_RETRIES = 8
+
+
+def default_measure() -> Measure | None:
+    try:
+        from liveness.landmarks.measure import measure_face  # the landmark models (facemesh, iris)
+    except ImportError:
+        return None
+    return measure_face
+
+
+def _not_found() -> LivenessError:
+    return LivenessError(SESSION_NOT_FOUND, "No such challenge session for this API key.")
+
+
+class ChallengeService:
+    def __init__(
+        self,
+        app: Any,  # LivenessApp
+        settings: Settings,
+        *,
+        store: SessionStore | None = None,
+        measure: Measure | None | bool = True,  # True = liveness.landmarks.measure.measure_face
+        clock: Callable[[], float] = time.time,
+        thresholds: S.Thresholds = S.Thresholds(),
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store or open_session_store(str(settings.db_path), settings.mongodb_uri)
+        self.measure = default_measure() if measure is True else (measure or None)
+        if self.measure is None:
+            log.warning("landmark measurement unavailable: challenge steps cannot complete (passive checks still run)")
+        self.clock = clock
+        self.thresholds = thresholds
+        self.limits = S.Limits(
+            step_timeout_s=settings.challenge_step_timeout_s,
+            face_missing_s=settings.challenge_face_missing_s,
+            max_center_jump=settings.challenge_max_center_jump,
+            min_area_ratio=settings.challenge_min_area_ratio,
+            min_appearance=settings.challenge_min_appearance,
+        )
+        pool = [c for c in settings.challenge_pool if c in S.CHALLENGES]
+        if not pool:
+            raise ValueError(f"challenge_pool has no known challenge; known: {', '.join(S.CHALLENGES)}")
+        self.pool = pool
+        self._rng = secrets.SystemRandom()
+        self._last_purge = 0.0
+        self._secret: bytes | None = None
+        self._measure_failed_logged = False
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _key_id(self, credential: Credential) -> str:
+        info = await self.app.admit(credential)
+        return info.key_id if info is not None else ANONYMOUS
+
+    async def _maybe_purge(self, now: float) -> None:
+        if now - self._last_purge < self.settings.challenge_purge_interval_s:
+            return
+        self._last_purge = now
+        try:
+            n = await asyncio.to_thread(self.store.purge, now - self.settings.challenge_purge_grace_s)
+            if n:
+                log.info("purged %d expired challenge sessions", n)
+        except Exception:
+            log.warning("challenge session purge failed", exc_info=True)
+
+    async def _load(self, key_id: str, session_id: Any, now: float) -> SessionRow:
+        if not isinstance(session_id, str) or not session_id:
+            raise LivenessError(INVALID_REQUEST, "'session_id' (a string) is required.")
+        row = await asyncio.to_thread(self.store.get, session_id)
+        if row is None or not secrets.compare_digest(row.key_id, key_id):
+            raise _not_found()
+        if row.status != S.COMPLETED and now >= row.expires_at:
+            raise LivenessError(SESSION_EXPIRED, "The challenge session has expired; start a new one.")
+        return row
+
+    def _draw(self) -> list[str]:
+        n = self.settings.challenge_steps
+        if n <= len(self.pool):
+            return self._rng.sample(self.pool, n)
+        return [self._rng.choice(self.pool) for _ in range(n)]
+
+    def _secret_bytes(self) -> bytes:
+        if self._secret is None:
+            if self.settings.jwt_secret:
+                self._secret = self.settings.jwt_secret.encode("utf-8")
+            elif getattr(self.app, "keys", None) is not None:
+                self._secret = self.app.keys.token_secret()
+            else:
+                self._secret = self.store.token_secret()
+        return self._secret
+
+    def _progress(self, row: SessionRow, now: float) -> dict[str, Any]:
+        st = row.state
+        total = len(st["steps"])
+        return {
+            "session_id": row.session_id,
+            "current_step": min(st["index"] + 1, total),
+            "total_steps": total,
+            "steps_completed": st["index"],
+            "expires_in_seconds": max(0, round(row.expires_at - now, 1)),
+        }
+
+    # -- API -----------------------------------------------------------------------------------
+
+    async def start(self, credential: Credential, challenges: list[str] | None = None, admin: bool = False) -> dict[str, Any]:
+        key_id = await self._key_id(credential)
+        now = self.clock()
+        await self._maybe_purge(now)
+        if challenges is not None:
+            if not admin:
+                raise LivenessError(INVALID_REQUEST, "'challenges' may only be chosen with a valid X-Admin-Key.")
+            if (
+                not isinstance(challenges, list)
+                or not challenges
+                or len(challenges) > 8
+                or any(c not in S.CHALLENGES for c in challenges)
+            ):
+                raise LivenessError(
+                    INVALID_REQUEST, f"'challenges' must be a list of 1-8 of: {', '.join(S.CHALLENGES)}."
+                )
+            steps = list(challenges)
+        else:
+            steps = self._draw()
+        ttl = self.settings.challenge_session_ttl_s
+        row = SessionRow(
+            session_id=secrets.token_urlsafe(24), key_id=key_id, created_at=now, expires_at=now + ttl,
+            status=S.ACTIVE, version=0, state=S.new_state(steps, now),
+        )
+        await asyncio.to_thread(self.store.create, row, self.settings.challenge_max_sessions, now)
+        return {
+            "session_id": row.session_id,
+            "instruction": S.instruction(row.state),
+            "current_step": 1,
+            "total_steps": len(steps),
+            "expires_in_minutes": round(ttl / 60, 2),
+            "expires_at": row.expires_at,
+            "step_timeout_seconds": self.settings.challenge_step_timeout_s,
+            "max_fps": self.settings.challenge_max_fps,
+        }
+
+    def _too_fast(self, state: dict[str, Any], now: float) -> LivenessError | None:
+        last = state.get("last_frame")
+        min_gap = FPS_TOLERANCE / self.settings.challenge_max_fps
+        if last is not None and now - last < min_gap:
+            return LivenessError(
+                FRAME_TOO_FAST,
+                f"Frames may come at most {self.settings.challenge_max_fps:g} per second.",
+                {"retry_after_ms": int(max(0.0, min_gap - (now - last)) * 1000) + 1},
+            )
+        return None
+
+    @staticmethod
+    def _check_open(row: SessionRow) -> None:
+        if row.status not in (S.ACTIVE, S.STEPS_DONE):
+            raise LivenessError(
+                SESSION_FINISHED, f"The challenge session is {row.status}; call complete or start a new one.",
+                {"status": row.status, "reason": row.state.get("reason")},
+            )
+
+    async def process(self, credential: Credential, session_id: str, frame: bytes | Callable[[], bytes]) -> dict[str, Any]:
+        now = self.clock()  # the frame's timestamp: arrival on the server, before any I/O
+        key_id = await self._key_id(credential)
+        await self._maybe_purge(now)
+        row = await self._load(key_id, session_id, now)
+        self._check_open(row)
+        if (err := self._too_fast(row.state, now)) is not None:
+            raise err
+        obs, versions, bgr = await self._measure(frame, key_id)
+        best_frame = None
+        for _ in range(CAS_RETRIES):
+            state = _copy(row.state)
+            if (err := self._too_fast(state, now)) is not None:  # another frame landed meanwhile
+                raise err
+            event = S.advance(state, obs, now, self.limits, self.thresholds)
+            changes: dict[str, Any] = {}
+            if self.settings.challenge_return_frame and obs.box is not None and obs.passive is not None:
+                if state["best_score"] is None or obs.passive > state["best_score"]:
+                    state["best_score"] = obs.passive
+                    if best_frame is None:
+                        best_frame = await asyncio.get_running_loop().run_in_executor(self.app.executor, _jpeg_b64, bgr)
+                    changes["best_frame"] = best_frame
+            new = row.with_state(state, **changes)
+            if await asyncio.to_thread(self.store.update, new):
+                break
+            row = await self._load(key_id, session_id, now)  # lost a race with another worker: re-apply
+            self._check_open(row)
+        else:
+            raise LivenessError(INTERNAL_ERROR, "The challenge session is too busy; send the frame again.")
+        mean = S.passive_mean(state)
+        out = {
+            **self._progress(new, now),
+            "face_detected": obs.box is not None,
+            "instruction": S.instruction(state, obs.box is not None),
+            "step_completed": event.step_completed,
+            "completed_step": event.completed_step,
+            "verification_complete": state["status"] == S.STEPS_DONE,
+            "verification_failed": state["status"] == S.FAILED,
+            "reason": state["reason"],
+            "frame_score": None if obs.passive is None else round(obs.passive, 6),
+            "passive_score": None if mean is None else round(mean, 6),
+            "model_versions": versions,
+        }
+        if obs.signals is None and obs.box is not None and self.measure is None:
+            out["warning"] = "landmarks_unavailable"
+        return out
+
+    async def _measure(self, frame: bytes | Callable[[], bytes], key_id: str) -> tuple[S.Observation, dict[str, int], np.ndarray]:
+        app = self.app
+        limits = app.pipeline.limits
+
+        def decode() -> np.ndarray:
+            return decode_image(frame() if callable(frame) else frame, limits).bgr
+
+        bgr = await asyncio.get_running_loop().run_in_executor(app.executor, decode)  # bad input: LivenessError
+        await app.routing.refresh()
+        versions = dict(app.routing.router.route(key_id).primary)
+        try:
+            prepared = await app.pipeline.prepare_bgr(bgr, versions)
+        except LivenessError as e:
+            if e.kind in (NO_FACE, MULTIPLE_FACES):
+                return S.Observation(box=None), versions, bgr
+            raise
+        try:
+            probs = await app.pipeline.classify_probs(prepared, versions)
+        except LivenessError:
+            raise
+        except Exception as e:
+            log.exception("challenge frame classification failed")
+            raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
+        signals = None
+        if self.measure is not None:
+            try:
+                signals = await self.measure(app, bgr, prepared.face, versions)
+            except Exception:
+                if not self._measure_failed_logged:
+                    log.exception("landmark measurement failed (logged once)")
+                    self._measure_failed_logged = True
+        face = prepared.face
+        return (
+            S.Observation(box=(float(face.x), float(face.y), float(face.w), float(face.h)), passive=fuse(probs),
+                          hist=colour_hist(prepared.crops[0]), signals=signals),
+            versions,
+            bgr,
+        )
+
+    def _verdict(self, state: dict[str, Any]) -> tuple[str, list[str]]:
+        reasons = []
+        if state["status"] == S.FAILED:
+            reasons.append(state["reason"])
+        elif state["index"] < len(state["steps"]):
+            reasons.append(S.STEPS_INCOMPLETE)
+        mean = S.passive_mean(state)
+        if state["passive_n"] < self.settings.challenge_min_passive_frames:
+            reasons.append(S.TOO_FEW_FRAMES)
+        if mean is None or mean < self.settings.threshold:
+            reasons.append(S.PASSIVE_SCORE_LOW)
+        return ("failed" if reasons else "passed"), reasons
+
+    async def complete(self, credential: Credential, session_id: str) -> dict[str, Any]:
+        key_id = await self._key_id(credential)
+        now = self.clock()
+        row = await self._load(key_id, session_id, now)
+        for _ in range(CAS_RETRIES):
+            if row.status == S.COMPLETED and row.result is not None:
+                return row.result  # idempotent: the stored verdict, not charged again
+            state = _copy(row.state)
+            verdict, reasons = self._verdict(state)
+            mean = S.passive_mean(state)
+            versions = self._versions(key_id)
+            steps_done = [c["step"] for c in state["completed"]]
+            claims = {
+                "iss": "liveness",
+                "typ": TOKEN_TYPE,
+                "sid": row.session_id,
+                "verdict": verdict,
+                "reasons": reasons,
+                "steps": state["steps"],
+                "steps_completed": steps_done,
+                "passive_score": None if mean is None else round(mean, 6),
+                "threshold": self.settings.threshold,
+                "frames": state["frames"],
+                "model_versions": versions,
+                "iat": int(now),
+                "exp": int(now) + self.settings.challenge_token_ttl_s,
+            }
+            token = jwt.encode(claims, self._secret_bytes(), algorithm=ALGORITHM)
+            result: dict[str, Any] = {
+                "session_id": row.session_id,
+                "verdict": verdict,
+                "passed": verdict == "passed",
+                "reasons": reasons,
+                "verification_time": round(now - row.created_at, 3),
+                "steps_completed": len(steps_done),
+                "total_steps": len(state["steps"]),
+                "completed_steps": steps_done,
+                "passive_score": claims["passive_score"],
+                "threshold": self.settings.threshold,
+                "model_versions": versions,
+                "result_token": token,
+                "token_expires_in": self.settings.challenge_token_ttl_s,
+            }
+            if self.settings.challenge_return_frame and row.best_frame:
+                result["best_frame"] = row.best_frame
+            state["status"] = S.COMPLETED
+            new = row.with_state(state, result=result, best_frame=None)  # the frame leaves the store now
+            try:
+                async with self.app.charge(credential):
+                    if not await asyncio.to_thread(self.store.update, new):
+                        raise _Conflict()
+            except _Conflict:
+                row = await self._load(key_id, session_id, now)
+                continue
+            return result
+        raise LivenessError(INTERNAL_ERROR, "The challenge session is too busy; call complete again.")
+
+    def _versions(self, key_id: str) -> dict[str, int]:
+        return dict(self.app.routing.router.route(key_id).primary)
+
+    async def status(self, credential: Credential, session_id: str) -> dict[str, Any]:
+        key_id = await self._key_id(credential)
+        now = self.clock()
+        row = await self._load(key_id, session_id, now)
+        st = row.state
+        mean = S.passive_mean(st)
+        out = {
+            **self._progress(row, now),
+            "status": row.status,
+            "instruction": S.instruction(st),
+            "verification_complete": row.status == S.STEPS_DONE or (row.result or {}).get("verdict") == "passed",
+            "verification_failed": row.status == S.FAILED or (row.result or {}).get("verdict") == "failed",
+            "reason": st.get("reason"),
+            "completed_steps": [c["step"] for c in st["completed"]],
+            "frames": st["frames"],
+            "passive_score": None if mean is None else round(mean, 6),
+        }
+        if row.result is not None:
+            out["verdict"] = row.result["verdict"]
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.store.counts(self.clock())
+        return {
+            "active_sessions": counts["active"],
+            "completed_sessions": counts["passed"],
+            "failed_sessions": counts["failed"],
+            "expired_sessions": counts["expired"],
+            "max_sessions": self.settings.challenge_max_sessions,
+            "challenge_pool": list(self.pool),
+            "steps_per_session": self.settings.challenge_steps,
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class _Conflict(Exception):
+    """Another worker changed the session between our read and write (refunds the unit)."""
+
+
+def _copy(state: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy(state)
+
+
+def _jpeg_b64(bgr: np.ndarray) -> str:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def verify_result_token(secret: bytes, token: str) -> dict[str, Any]:
+    """The claims of a valid, unexpired result token (raises ``jwt.InvalidTokenError``)."""
+    claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sid", "verdict", "exp", "iat"]})
+    if claims.get("typ") != TOKEN_TYPE:
+        raise jwt.InvalidTokenError("not a challenge result token")
+    return claims
+
