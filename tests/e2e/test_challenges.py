@@ -2,15 +2,13 @@
 /status/{id}, /stats, /health.  Frames are sent at (at least) their real spacing, never faster
 than the server's challenge_max_fps; the server stamps them with its own clock.
 
-Tests that need the landmark models (``liveness.landmarks.measure``) are skipped until those
-exist; the passive, identity, error and store tests run without them.
+The blink and head-turn tests replay the real dev video through the landmark models.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -34,12 +32,6 @@ VIDEO = MEDIA / "videos" / "jomariya_real_1.mp4"
 GIF = MEDIA / "videos" / "silentface_demo.gif"
 T1 = MEDIA / "images" / "silentface_image_T1.jpg"
 SPACING_S = 0.1  # 10 fps, under the default 15
-
-needs_landmarks = pytest.mark.skipif(
-    importlib.util.find_spec("liveness.landmarks.measure") is None,
-    reason="liveness.landmarks.measure (facemesh/iris) not available yet",
-)
-
 
 def jpeg(bgr: np.ndarray) -> bytes:
     import cv2
@@ -133,7 +125,6 @@ def test_start_draws_random_steps_and_guards_explicit_list(chal):
     assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
 
 
-@needs_landmarks
 def test_real_video_completes_blink(chal):
     url, key, db = chal
     used = key_usage(key)["used"]
@@ -146,7 +137,6 @@ def test_real_video_completes_blink(chal):
     assert key_usage(key)["used"] == used + 1  # one unit per session, at completion
 
 
-@needs_landmarks
 def test_real_video_completes_head_turns(chal):
     url, key, _ = chal
     sid = start(url, key, ["turn_left", "turn_right"])
