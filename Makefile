@@ -86,6 +86,7 @@ serve-triton: models triton-venv triton-repo
 bench: models
 	$(BIN)/python benchmarks/bench_report.py
 	$(BIN)/python benchmarks/bench_video.py --write
+	$(BIN)/python benchmarks/bench_challenges.py
 
 clean:
 	rm -rf model_repository .pytest_cache liveness/api/_proto
