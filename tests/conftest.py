@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncio
 import os
 import tempfile
 
@@ -28,3 +29,18 @@ def model_repository() -> Path:
     if not (MODEL_REPOSITORY / "build_report.json").is_file():
         pytest.fail("model_repository is not built; run `make models`")
     return MODEL_REPOSITORY
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def app(model_repository):
+    """The real pipeline in-process (embedded ONNX Runtime, real models, no auth)."""
+    from liveness.app import LivenessApp
+    from liveness.settings import Settings
+
+    a = LivenessApp(Settings(model_repository=model_repository, auth_enabled=False))
+    yield a
+    a.close()

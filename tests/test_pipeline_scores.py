@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import cv2
 import numpy as np
@@ -15,23 +14,12 @@ from liveness.app import LivenessApp
 from liveness.errors import MULTIPLE_FACES, NO_FACE, LivenessError
 from liveness.pipeline import FACE_CUT_OFF, FACE_TOO_SMALL
 from liveness.settings import Settings
-from tests.conftest import SOURCES
+from tests.conftest import SOURCES, run
 
 # MANIFEST.md "Verification scores": pipeline B (RetinaFace, the reference) and A (YuNet).
 REFERENCE_B = {"T1": 0.994, "F1": 0.072, "F2": 0.181}
 REFERENCE_A = {"T1": 1.000, "F1": 0.229, "F2": 0.003}
 LABELS = {"T1": True, "F1": False, "F2": False}
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def app(model_repository):
-    a = LivenessApp(Settings(model_repository=model_repository, auth_enabled=False))
-    yield a
-    a.close()
 
 
 @pytest.fixture(scope="module")

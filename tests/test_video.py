@@ -3,7 +3,6 @@ hostile inputs, early stopping, charging."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 import zipfile
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 
 import liveness.video.check as video_check
-from liveness.app import LivenessApp
 from liveness.errors import (
     CORRUPT_VIDEO,
     EMPTY_VIDEO,
@@ -25,20 +23,9 @@ from liveness.errors import (
     VIDEO_TOO_LONG,
     LivenessError,
 )
-from liveness.settings import Settings
 from liveness.video import FAILURE_TO_ACQUIRE, REJECTED, Verdict, check_video
+from tests.conftest import run
 from tests.video_helpers import encode, gif_segment, read_frames
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def app(model_repository):
-    a = LivenessApp(Settings(model_repository=model_repository, auth_enabled=False))
-    yield a
-    a.close()
 
 
 @pytest.fixture(scope="module")
