@@ -88,5 +88,12 @@ bench: models
 	$(BIN)/python benchmarks/bench_video.py --write
 	$(BIN)/python benchmarks/bench_challenges.py
 
+# Load test one scenario against a freshly served Bento (loadtests/run.py; results in loadtests/results/).
+SCENARIO ?= FaciaUser
+USERS    ?= 8
+DURATION ?= 30s
+loadtest: models
+	$(BIN)/python loadtests/run.py --scenario $(SCENARIO) --users $(USERS) --duration $(DURATION)
+
 clean:
 	rm -rf model_repository .pytest_cache liveness/api/_proto

@@ -5,11 +5,22 @@
         --host http://127.0.0.1:3000 FaciaUser
 
 Users:
-  FaciaUser  (weight 3)  POST /liveness     JSON {"hash_id", "selfie_image": base64}, expects 201
-  NativeUser (weight 1)  POST /v1/liveness  multipart field ``image``, key in X-API-Key, expects 200
+  FaciaUser     (weight 3)  POST /liveness     JSON {"hash_id", "selfie_image": base64}, expects 201
+  NativeUser    (weight 1)  POST /v1/liveness  multipart field ``image``, key in X-API-Key, expects 200
+  VideoUser     (weight 1)  POST /v1/video-liveness  raw video/mp4 body (a 4 s clip of the real dev
+                            video, cut once at import with PyAV), expects 200 and ``alive``
+  ChallengeUser (weight 1)  POST /start {}, ~CHALLENGE_FRAMES frames of the real dev video at ~8 fps
+                            via POST /process {session_id, image: base64 JPEG}, then POST /complete
+  GrpcUser      (weight 1)  gRPC LivenessWebService/LivenessDetection with T1, expects SUCCEEDED + live
+                            (token from LIVENESS_LOADTEST_TOKEN; host:port from LIVENESS_LOADTEST_GRPC)
 
 A response is a failure if its status is wrong OR its verdict is wrong: the live dev image (T1)
-must come back live, the spoofs (F1, F2) not live.
+must come back live, the spoofs (F1, F2) not live, the video alive.  Challenges are random, so a
+challenge session only has to end cleanly: every call 200, and /complete a "passed" or "failed"
+verdict (a "failed" verdict is fine; an error status is not).
+
+``make loadtest SCENARIO=FaciaUser USERS=8 DURATION=30s`` (loadtests/run.py) starts a server,
+creates the key and token, runs Locust and prints a summary.
 
 Environment:
   LIVENESS_LOADTEST_KEY       API key (required for anything but 401s)
@@ -19,22 +30,41 @@ Environment:
                               "0.5" (constant) or "0.5,2" (uniform between)
   LIVENESS_LOADTEST_USER_RPS  if set, pace each user to this many requests/s
                               (locust ``constant_throughput``); overrides LIVENESS_LOADTEST_WAIT
+  LIVENESS_LOADTEST_VIDEO     source video (default: <media>/../videos/jomariya_real_1.mp4)
+  LIVENESS_LOADTEST_FRAMES    frames per challenge session (default 24, i.e. ~3 s at 8 fps)
+  LIVENESS_LOADTEST_TOKEN     gRPC bearer token (python -m liveness tokens create --key NAME)
+  LIVENESS_LOADTEST_GRPC      gRPC address host:port (default: the --host's host, port 50051)
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import random
+import sys
+import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from urllib.parse import urlparse
 
-from locust import HttpUser, between, constant, constant_throughput, task
+import grpc
+from grpc.experimental import gevent as grpc_gevent
+from locust import HttpUser, User, between, constant, constant_throughput, task
+
+# grpcio's blocking calls would stall gevent's hub (every Locust user in this process) otherwise.
+grpc_gevent.init_gevent()
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("LIVENESS_LOADTEST_MEDIA") or REPO.parent / "shared" / "media" / "dev" / "images")
 API_KEY = os.environ.get("LIVENESS_LOADTEST_KEY", "")
+VIDEO = Path(os.environ.get("LIVENESS_LOADTEST_VIDEO") or MEDIA.parent / "videos" / "jomariya_real_1.mp4")
+CLIP_SECONDS = 4.0
+CHALLENGE_FPS = 8.0
+CHALLENGE_FRAMES = int(os.environ.get("LIVENESS_LOADTEST_FRAMES", "24"))
+GRPC_TOKEN = os.environ.get("LIVENESS_LOADTEST_TOKEN", "")
 
 
 @dataclass(frozen=True)
@@ -125,3 +155,210 @@ class NativeUser(HttpUser):
             catch_response=True,
         ) as response:
             _check(response, sample, 200, lambda doc: bool(doc["is_live"]))
+
+
+# --------------------------------------------------------------------------- video and challenges
+
+
+def _cut_clip(path: Path, seconds: float) -> bytes:
+    """The first ``seconds`` of ``path`` as an in-memory MP4 (video stream copied, no re-encode)."""
+    import av
+
+    out_buf = io.BytesIO()
+    with av.open(str(path)) as src, av.open(out_buf, "w", format="mp4") as dst:
+        vin = src.streams.video[0]
+        vout = dst.add_stream_from_template(vin)
+        for packet in src.demux(vin):
+            if packet.dts is None:  # the demuxer's final flush packet
+                continue
+            if packet.pts is not None and packet.pts * vin.time_base >= seconds:
+                break
+            packet.stream = vout
+            dst.mux(packet)
+    return out_buf.getvalue()
+
+
+def _challenge_frames(path: Path, fps: float, count: int) -> list[str]:
+    """``count`` frames of ``path`` sampled at ~``fps``, each a base64 JPEG (encoded once)."""
+    import av
+
+    frames: list[str] = []
+    step = Fraction(1) / Fraction(fps).limit_denominator(1000)
+    next_t = Fraction(0)
+    with av.open(str(path)) as src:
+        vin = src.streams.video[0]
+        for frame in src.decode(vin):
+            t = frame.time if frame.time is not None else 0.0
+            if t + 1e-6 < next_t:
+                continue
+            next_t += step
+            buf = io.BytesIO()
+            frame.to_image().save(buf, format="JPEG", quality=90)
+            frames.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+            if len(frames) >= count:
+                break
+    if not frames:
+        raise RuntimeError(f"no frames decoded from {path}")
+    return frames
+
+
+VIDEO_CLIP = _cut_clip(VIDEO, CLIP_SECONDS)  # once at import, not per request
+CHALLENGE_JPEGS = _challenge_frames(VIDEO, CHALLENGE_FPS, CHALLENGE_FRAMES)
+
+
+class VideoUser(HttpUser):
+    """Video endpoint: a 4 s clip of a real person as the raw MP4 body; expects 200 and alive."""
+
+    weight = 1
+    wait_time = WAIT_TIME
+
+    @task
+    def video_liveness(self) -> None:
+        with self.client.post(
+            "/v1/video-liveness",
+            data=VIDEO_CLIP,
+            headers={"Content-Type": "video/mp4", "X-API-Key": API_KEY},
+            name="/v1/video-liveness",
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                code = ""
+                try:
+                    code = f" ({response.json()['error']['code']})"
+                except Exception:
+                    pass
+                response.failure(f"video: status {response.status_code}{code}, expected 200")
+                return
+            try:
+                alive = bool(response.json()["alive"])
+            except Exception as exc:
+                response.failure(f"video: unexpected response body ({type(exc).__name__})")
+                return
+            if not alive:
+                response.failure("video: wrong verdict, expected alive")
+                return
+            response.success()
+
+
+class ChallengeUser(HttpUser):
+    """Active challenge session: /start, frames at ~8 fps to /process, then /complete.
+
+    Challenges are drawn at random and the clip is a person who just looks at the camera, so the
+    verdict may well be "failed"; what must hold is that every call answers 200 and the session
+    ends cleanly (verification_complete, or /complete's verdict "passed"/"failed")."""
+
+    weight = 1
+    wait_time = WAIT_TIME
+
+    def _post(self, path: str, doc: dict, check) -> dict | None:
+        with self.client.post(
+            path,
+            data=json.dumps(doc),
+            headers={"Content-Type": "application/json", "X-API-Key": API_KEY},
+            name=path,
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                code = ""
+                try:
+                    code = f" ({response.json()['error']['code']})"
+                except Exception:
+                    pass
+                response.failure(f"{path}: status {response.status_code}{code}, expected 200")
+                return None
+            try:
+                out = response.json()
+                problem = check(out)
+            except Exception as exc:
+                response.failure(f"{path}: unexpected response body ({type(exc).__name__})")
+                return None
+            if problem:
+                response.failure(f"{path}: {problem}")
+                return None
+            response.success()
+            return out
+
+    @task
+    def session(self) -> None:
+        started = self._post("/start", {}, lambda d: None if d.get("session_id") else "no session_id")
+        if started is None:
+            return
+        sid = started["session_id"]
+        period = 1.0 / CHALLENGE_FPS
+        for b64 in CHALLENGE_JPEGS:
+            t0 = time.monotonic()
+            out = self._post("/process", {"session_id": sid, "image": b64},
+                             lambda d: None if "verification_complete" in d else "no verification_complete field")
+            if out is None:
+                return
+            if out.get("verification_complete") or out.get("verification_failed"):
+                break  # the session is decided; more frames would be refused
+            self._sleep(period - (time.monotonic() - t0))
+        self._post("/complete", {"session_id": sid},
+                   lambda d: None if d.get("verdict") in ("passed", "failed") else f"verdict {d.get('verdict')!r}")
+
+    @staticmethod
+    def _sleep(seconds: float) -> None:
+        if seconds > 0:
+            import gevent
+
+            gevent.sleep(seconds)
+
+
+# --------------------------------------------------------------------------- gRPC
+
+sys.path.insert(0, str(REPO))
+from liveness.api import protogen  # noqa: E402  (light: no models, no BentoML)
+
+PB2, PB2_GRPC = protogen.load()
+GRPC_METHOD = "/liveness.bws.v1.LivenessWebService/LivenessDetection"
+T1 = next(s for s in SAMPLES if s.name == "T1")
+
+
+class GrpcUser(User):
+    """gRPC LivenessDetection with the live image T1; expects SUCCEEDED and live.
+
+    One channel per user (a channel is one connection, pinned to one server worker)."""
+
+    weight = 1
+    wait_time = WAIT_TIME
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        target = os.environ.get("LIVENESS_LOADTEST_GRPC", "")
+        if not target:
+            host = urlparse(self.host or "http://127.0.0.1").hostname or "127.0.0.1"
+            target = f"{host}:50051"
+        self.target = target
+        self.channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20),
+                                                              ("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = PB2_GRPC.LivenessWebServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {GRPC_TOKEN}"),) if GRPC_TOKEN else ()
+        self.request = PB2.LivenessDetectionRequest(live_images=[PB2.ImageData(image=T1.raw)])
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    @task
+    def liveness_detection(self) -> None:
+        start = time.perf_counter()
+        exception: Exception | None = None
+        length = 0
+        try:
+            reply = self.stub.LivenessDetection(self.request, metadata=self.metadata, timeout=30)
+            length = reply.ByteSize()
+            if reply.status != PB2.SUCCEEDED:
+                codes = ",".join(e.error_code for e in reply.errors)
+                exception = RuntimeError(f"T1: status {PB2.JobStatus.Name(reply.status)} ({codes})")
+            elif not reply.live:
+                exception = RuntimeError("T1: wrong verdict, expected live")
+        except grpc.RpcError as err:
+            exception = RuntimeError(f"T1: {err.code().name}: {err.details()}")
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=GRPC_METHOD,
+            response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
