@@ -385,4 +385,127 @@ IRIS = ModelSpec(
     upstream="keijiro/IrisBarracuda iris_landmark_barracuda.onnx (MediaPipe iris_landmark, tflite2onnx)",
 )
 
-CATALOGUE: tuple[ModelSpec, ...] = (RETINAFACE, YUNET, MINIFASNET_V2, MINIFASNET_V1SE, FACEMESH, IRIS)
+# --- MobileFaceNet (face embedding; upstream ONNX pins batch 1) ------------------------------------
+
+MOBILEFACENET_SRC = "recognition/mobilefacenet/MobileFaceNet.onnx"
+
+
+def verification_images(sources: Path) -> list[Path]:
+    """The dev verification set (11 celebrity photos, 5 identities; pairs.csv, identities.csv)."""
+    imgs = sorted((sources.parent / "media" / "dev" / "verification").glob("*.jpg"))
+    if len(imgs) < 8:
+        raise RuntimeError(f"recognition parity needs >= 8 verification images, found {len(imgs)}")
+    return imgs
+
+
+@lru_cache(maxsize=2)
+def _aligned_faces(sources: Path) -> np.ndarray:
+    """Real inputs: the largest face of every verification image, found by the UPSTREAM YuNet file
+    (our decode, identical to cv2.FaceDetectorYN), 5-point aligned onto the ArcFace template and
+    preprocessed exactly as upstream (RGB, /255, ImageNet mean/std): (N, 3, 112, 112) float32."""
+    from liveness.detection.yunet import YuNet
+    from liveness.recognition.align import align_face
+    from liveness.recognition.mobilefacenet import MobileFaceNet
+
+    det, embedder = YuNet(confidence=0.6), MobileFaceNet()
+    yunet = session(onnx.load(str(sources / YUNET_SRC)))
+    names = [t.name for t in YUNET_OUTPUTS]
+    rows = []
+    for p in verification_images(sources):
+        img = cv2.imread(str(p))
+        x, meta = det.preprocess(img)
+        faces = det.postprocess(yunet.run(names, {"input": x}), meta)
+        if not faces:
+            raise RuntimeError(f"{p}: YuNet found no face for the recognition parity check")
+        face = max(faces, key=lambda f: f.area)
+        rows.append(embedder.preprocess(align_face(img, face.keypoints)))
+    return np.stack(rows)
+
+
+def unpin_batch_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``Reshape(x, [1, -1])`` -> ``Flatten(x, axis=1)``, with the shape given by a ``Constant``
+    node (torch.onnx's way) or an initializer.  The PyTorch export of MobileFaceNet ends with
+    ``x.view(1, -1)`` baked in as such a Reshape, which would fold a batch of N into one row."""
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and len(n.output) == 1}
+    inits = {i.name: i for i in g.initializer}
+
+    def value(name: str) -> np.ndarray | None:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = consts.get(name)
+        attr = next((a for a in node.attribute if a.name == "value"), None) if node is not None else None
+        return numpy_helper.to_array(attr.t) if attr is not None else None
+
+    nodes, replaced = [], 0
+    for n in g.node:
+        shape = value(n.input[1]) if n.op_type == "Reshape" else None
+        if shape is not None and shape.tolist() == [1, -1]:
+            nodes.append(helper.make_node("Flatten", [n.input[0]], list(n.output), name=n.name or n.output[0], axis=1))
+            replaced += 1
+        else:
+            nodes.append(n)
+    if not replaced:
+        raise RuntimeError("no Reshape(x, [1, -1]) found: the upstream graph changed, check the batch edit")
+    used = {i for n in nodes for i in n.input}
+    nodes = [n for n in nodes if not (n.op_type == "Constant" and n.output[0] not in used and n.output[0] in consts)]
+    del g.node[:]
+    g.node.extend(nodes)
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    onnx.checker.check_model(m)
+    return m
+
+
+def _mobilefacenet_build(sources: Path) -> onnx.ModelProto:
+    return make_batch_dynamic(unpin_batch_reshape(onnx.load(str(sources / MOBILEFACENET_SRC))))
+
+
+def _mobilefacenet_parity(model: onnx.ModelProto, sources: Path) -> dict[str, float]:
+    x = _aligned_faces(sources)
+    upstream, ours = session(onnx.load(str(sources / MOBILEFACENET_SRC))), session(model)
+    ref = np.concatenate([upstream.run(None, {"input0": x[i : i + 1]})[0] for i in range(len(x))])
+    got = ours.run(None, {"input0": x})[0]
+    if got.shape != (len(x), 128):
+        raise RuntimeError(f"mobilefacenet: a batch of {len(x)} gave output shape {got.shape}")
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    return {
+        f"raw embeddings vs upstream ({len(x)} real aligned faces, one batch)": max_abs_diff(got, ref),
+        "cosine to upstream, 1 - min": float(1.0 - np.min(np.sum(unit(got.astype(np.float64)) * unit(ref.astype(np.float64)), axis=1))),
+        "batch of 8 vs 8 x batch 1": _batch_vs_single(ours, "input0", x[:8]),
+    }
+
+
+MOBILEFACENET = ModelSpec(
+    name="mobilefacenet",
+    role="embedder",
+    version=1,
+    sources=(MOBILEFACENET_SRC,),
+    build=_mobilefacenet_build,
+    parity=_mobilefacenet_parity,
+    reference_inputs=lambda sources: _aligned_faces(sources)[:8],
+    inputs=(TensorSpec("input0", (3, 112, 112)),),
+    outputs=(TensorSpec("output0", (128,)),),
+    max_batch_size=16,
+    max_queue_delay_us=0,
+    parameters={
+        "input_size": "112",
+        "color": "RGB",
+        "normalisation": "x/255, then (x - mean) / std per channel",
+        "mean": "0.485,0.456,0.406",
+        "std": "0.229,0.224,0.225",
+        "alignment": "5-point similarity (Umeyama, no reflection) onto the ArcFace 112x112 template, bilinear, black border",
+        "template": "38.2946,51.6963,73.5318,51.5014,56.0252,71.7366,41.5493,92.3655,70.7299,92.2041",
+        "embedding": "128 floats, raw (norm ~18-21); L2-normalise, compare by cosine",
+        "training_data": "refined MS-Celeb-1M (withdrawn 2019, non-commercial research; see docs/VERIFICATION.md)",
+    },
+    licence="Apache-2.0 (code and weights); training data MS-Celeb-1M, see docs/VERIFICATION.md",
+    upstream="foamliu/MobileFaceNet weights/MobileFaceNet.onnx @ 408e13c (export of release v1.0 mobilefacenet.pt)",
+)
+
+CATALOGUE: tuple[ModelSpec, ...] = (RETINAFACE, YUNET, MINIFASNET_V2, MINIFASNET_V1SE, FACEMESH, IRIS, MOBILEFACENET)
