@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from liveness.api import challenges as challenge_api
 from liveness.api import facia, native
+from liveness.api import sessions as session_api
 from liveness.api import video as video_api
 from liveness.api.admin import _authorise, admin_routes
 from liveness.api.challenge_ws import challenge_ws_routes
@@ -25,7 +26,8 @@ from liveness.api.grpc_server import start_grpc_server, stop_grpc_server
 from liveness.api.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
 from liveness.app import LivenessApp
 from liveness.challenges import ChallengeService
-from liveness.errors import IMAGE_TOO_LARGE, VIDEO_TOO_LARGE, LivenessError
+from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, VIDEO_TOO_LARGE, LivenessError
+from liveness.sessions import SessionService, flows, looks_like_token
 from liveness.settings import get_settings
 from liveness.video import check_video
 
@@ -129,6 +131,11 @@ def current_challenges() -> ChallengeService | None:
     return getattr(svc, "challenges", None) if svc is not None else None
 
 
+def current_sessions() -> SessionService | None:
+    svc = bentoml.get_current_service()
+    return getattr(svc, "sessions", None) if svc is not None else None
+
+
 def _error(err: LivenessError) -> JSONResponse:
     headers = {"Retry-After": str(err.details.get("retry_after", 1))} if err.status == 503 else None
     return JSONResponse(err.envelope(), err.status, headers=headers)
@@ -165,6 +172,7 @@ status_app = Starlette(
         Route("/stats", challenge_stats, methods=["GET"]),
         Route("/status/{session_id}", challenge_status, methods=["GET"]),
         *admin_routes(current_core, lambda: settings.admin_key_sha256),
+        *session_api.session_routes(current_sessions),
         *challenge_ws_routes(current_challenges, lambda: settings.admin_key_sha256,
                              max_frame_bytes=lambda: settings.max_image_bytes,
                              min_frame_interval=1 / getattr(settings, "challenge_max_fps", 15.0)),
@@ -184,8 +192,8 @@ def respond(ctx: bentoml.Context, status: int, payload: dict[str, Any]) -> Any:
 
 
 def retry_later(ctx: bentoml.Context, err: LivenessError) -> None:
-    """503s (model_unavailable, not_ready) tell the client when to come back."""
-    if err.status == 503:
+    """503s (model_unavailable, not_ready) and throttling 429s tell the client when to come back."""
+    if err.status == 503 or (err.status == 429 and "retry_after" in err.details):
         ctx.response.headers["Retry-After"] = str(err.details.get("retry_after", 1))
 
 
@@ -210,6 +218,9 @@ class Liveness:
     def __init__(self) -> None:
         self.core = LivenessApp(settings, observer=observe_batch, shadow_observer=observe_shadow)
         self.challenges = ChallengeService(self.core, settings)
+        self.sessions = SessionService(self.core, settings) if settings.sessions_enabled else None
+        if self.sessions is not None:
+            self.sessions.challenges = self.challenges
 
     async def __is_ready__(self) -> bool:  # async: runs in the serving loop (the Triton probe lives there)
         return self.core.ready
@@ -222,6 +233,8 @@ class Liveness:
     async def shutdown(self) -> None:
         await stop_grpc_server(getattr(self, "grpc", None))
         self.challenges.close()
+        if self.sessions is not None:
+            self.sessions.close()
         self.core.close()
 
     @bentoml.api(route="/liveness")
@@ -248,6 +261,13 @@ class Liveness:
         content_type = ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
         try:
             key, image = native.parse_request(body, content_type, ctx.request.headers, self.core.pipeline.limits)
+            if looks_like_token(key):  # a client of an app-server session (README "Sessions")
+                out = await flows.passive_attempt(self._sessions(), key, image)
+                DECISIONS.labels(endpoint="session_passive", outcome=_outcome(out)).inc()
+                if out.error is not None:
+                    return respond(ctx, out.error.status, {**out.error.envelope(), "request_id": request_id, "session": out.view})
+                full = native.response(out.result, request_id) if out.send_results else {"request_id": request_id}
+                return respond(ctx, 200, {**full, "session": out.view})
             result = await self.core.check_image(key, image)
         except LivenessError as err:
             DECISIONS.labels(endpoint="native", outcome=err.code).inc()
@@ -266,6 +286,16 @@ class Liveness:
         content_type = ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
         try:
             req = video_api.parse_video_request(body, content_type, ctx.request.headers, ctx.request.query_params)
+            if looks_like_token(req.api_key):
+                out = await flows.video_attempt(
+                    self._sessions(), req.api_key, req.video, req.content_type,
+                    return_photo=req.return_photo, return_normalized=req.return_normalized,
+                )
+                DECISIONS.labels(endpoint="session_video", outcome=_outcome(out)).inc()
+                if out.error is not None:
+                    return respond(ctx, out.error.status, {**out.error.envelope(), "request_id": request_id, "session": out.view})
+                full = video_api.video_response(out.result, request_id) if out.send_results else {"request_id": request_id}
+                return respond(ctx, 200, {**full, "session": out.view})
             result = await check_video(
                 self.core, req.api_key, req.video(), req.content_type,
                 return_photo=req.return_photo, return_normalized=req.return_normalized,
@@ -287,7 +317,7 @@ class Liveness:
             DECISIONS.labels(endpoint=endpoint, outcome=err.code).inc()
             retry_later(ctx, err)
             return respond(ctx, err.status, err.envelope())
-        if endpoint == "challenge_complete":
+        if endpoint == "challenge_complete" and "verdict" in payload:
             DECISIONS.labels(endpoint=endpoint, outcome=payload["verdict"]).inc()
         return respond(ctx, 200, payload)
 
@@ -298,6 +328,10 @@ class Liveness:
         async def call() -> dict[str, Any]:
             key, doc = challenge_api.parse(body, ctx.request.headers)
             challenges = challenge_api.challenges_field(doc)
+            if looks_like_token(key):
+                if challenges is not None:
+                    raise LivenessError(INVALID_REQUEST, "A session token cannot choose challenges.")
+                return await flows.challenge_start(self._sessions(), key)
             if challenges is not None:
                 _authorise(ctx.request, settings.admin_key_sha256)
             return await self.challenges.start(key, challenges, admin=challenges is not None)
@@ -311,6 +345,8 @@ class Liveness:
         async def call() -> dict[str, Any]:
             key, doc = challenge_api.parse(body, ctx.request.headers)
             frame = challenge_api.frame_bytes(doc, self.core.pipeline.limits)
+            if looks_like_token(key):
+                return await flows.challenge_process(self._sessions(), key, doc.get("session_id"), frame)
             return await self.challenges.process(key, doc.get("session_id"), frame)
 
         return await self._challenge_call(ctx, "challenge_process", call)
@@ -321,15 +357,61 @@ class Liveness:
 
         async def call() -> dict[str, Any]:
             key, doc = challenge_api.parse(body, ctx.request.headers)
+            if looks_like_token(key):
+                out = await flows.challenge_complete(self._sessions(), key, doc.get("session_id"))
+                full = out.result if out.send_results else {"session_id": out.result["session_id"]}
+                return {**full, "session": out.view}
             return await self.challenges.complete(key, doc.get("session_id"))
 
         return await self._challenge_call(ctx, "challenge_complete", call)
+
+    # -- app-server sessions and face verification (liveness.sessions; README "Sessions") -------
+
+    def _sessions(self) -> SessionService:
+        if self.sessions is None:
+            raise LivenessError(INVALID_REQUEST, "Sessions are disabled on this server (LIVENESS_SESSIONS_ENABLED).")
+        return self.sessions
+
+    @bentoml.api(route="/v1/sessions")
+    async def create_session(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """App server: {mode, device_correlation_id?, auth_token_ttl_seconds?, send_results_to_client?,
+        max_attempts?, enable_session_image?} (+ verify_image for *-verify modes) -> {session_id, auth_token}."""
+        content_type = ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
+        try:
+            key, parsed = session_api.parse_create(body, content_type, ctx.request.headers, self.core.pipeline.limits)
+            service = self._sessions()
+            await self.core.admit(key)  # a refused key costs no parsing or face work
+            params, reference = parsed()
+            payload = await service.create(key, params, reference)
+        except LivenessError as err:
+            retry_later(ctx, err)
+            return respond(ctx, err.status, err.envelope())
+        return respond(ctx, 200, payload)
+
+    @bentoml.api(route="/v1/verify")
+    async def verify(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """Two images (multipart image1/image2 or JSON base64) -> {is_identical, match_confidence}."""
+        content_type = ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
+        try:
+            key, images = session_api.parse_verify(body, content_type, ctx.request.headers, self.core.pipeline.limits)
+            payload = await self.core.compare_faces(key, images)
+        except LivenessError as err:
+            retry_later(ctx, err)
+            return respond(ctx, err.status, err.envelope())
+        return respond(ctx, 200, payload)
+
+
+def _outcome(out: Any) -> str:
+    if out.error is not None:
+        return out.error.code
+    return "live" if getattr(out.result, "is_live", getattr(out.result, "alive", False)) else "spoof"
 
 
 CHALLENGE_BODY_LIMIT = 64 * 1024
 Liveness.add_asgi_middleware(
     RawBodyMiddleware,
     routes={"/liveness": BODY_LIMIT, "/v1/liveness": BODY_LIMIT, "/v1/video-liveness": video_api.body_limit(settings),
-            "/start": CHALLENGE_BODY_LIMIT, "/process": BODY_LIMIT, "/complete": CHALLENGE_BODY_LIMIT},
+            "/start": CHALLENGE_BODY_LIMIT, "/process": BODY_LIMIT, "/complete": CHALLENGE_BODY_LIMIT,
+            "/v1/sessions": BODY_LIMIT, "/v1/verify": 2 * BODY_LIMIT},
     too_large=too_large,
 )

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Sequence
 
-from liveness.errors import INTERNAL_ERROR, LivenessError
+from liveness.errors import INTERNAL_ERROR, VERIFICATION_UNAVAILABLE, LivenessError
 from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
-from liveness.keys import Credential, KeyInfo, KeyStore, Reservation, open_key_store
+from liveness.keys import Credential, KeyInfo, KeyStore, Prepaid, Reservation, open_key_store
 from liveness.pipeline import LivenessResult, PassivePipeline, PreparedFace
 from liveness.rollout.manager import LiveRouting, PolicyBook
 from liveness.rollout.policy import load_policy_file
@@ -56,7 +56,10 @@ class LivenessApp:
         self.pipeline = PassivePipeline(self.backend, settings, self.executor)
         # The landmark models (active challenges) are routed, versioned and loaded like the others.
         landmarks = list(settings.landmark_models) if settings.challenges_enabled else []
-        self.models = self.pipeline.model_names + [m for m in landmarks if m not in self.pipeline.model_names]
+        # Face verification (sessions' *-verify modes, /v1/verify): keypoint detector + embedder.
+        recognition = list(settings.verification_models) if settings.verification_enabled else []
+        extra = [m for m in dict.fromkeys(landmarks + recognition) if m not in self.pipeline.model_names]
+        self.models = self.pipeline.model_names + extra
         self.shadow_observer = shadow_observer
         self._background: set[asyncio.Task] = set()
         self.policy_store = open_policy_store(str(settings.db_path), settings.mongodb_uri)
@@ -64,6 +67,14 @@ class LivenessApp:
             settings.model_repository, self.models, load_policy_file(settings.model_policy_file), self.policy_store
         )
         self.routing = LiveRouting(self.book, self.backend)  # loads and warms what the policies need
+        self.verifier = None
+        if settings.verification_enabled:
+            from liveness.recognition import FaceVerifier
+
+            self.verifier = FaceVerifier(
+                self.backend, self.executor, threshold=settings.verify_threshold,
+                detector_confidence=settings.detector_confidence,
+            )
         self.backend.mark_ready()
         self.keys: KeyStore | None = None
         if settings.auth_enabled:
@@ -92,7 +103,7 @@ class LivenessApp:
     @asynccontextmanager
     async def charge(self, credential: Credential) -> AsyncIterator[Reservation | None]:
         """Reserve one unit of the key's quota; keep it only if the body succeeds."""
-        if self.keys is None:
+        if self.keys is None or isinstance(credential, Prepaid):
             yield None
             return
         keys = self.keys
@@ -148,6 +159,41 @@ class LivenessApp:
             for prepared, result in zip(prepared_all, results):
                 self._spawn(self._shadow(prepared, route, result))
         return results
+
+    async def compare_faces(self, credential: Credential, images: Callable[[], tuple[bytes, bytes]]) -> dict:
+        """``POST /v1/verify``: are two images the same person?  Both must hold exactly one face
+        before the one unit is charged; errors name the image (``details["field"]``)."""
+        from liveness.imaging import decode_image
+
+        if self.verifier is None:
+            raise LivenessError(VERIFICATION_UNAVAILABLE, "Face verification is not enabled on this server.")
+        info = await self.admit(credential)
+        await self.routing.refresh()
+        versions = self.routing.router.route(info.key_id if info else None).primary
+        loop = asyncio.get_running_loop()
+        templates = []
+        for name, data in zip(("image1", "image2"), images()):
+            try:
+                bgr = (await loop.run_in_executor(self.executor, decode_image, data, self.pipeline.limits)).bgr
+                templates.append(await self.verifier.reference(bgr, versions))
+            except LivenessError as e:
+                e.details.setdefault("field", name)
+                raise
+        async with self.charge(credential):
+            r = self.verifier.match(templates[0].embedding, templates[1].embedding)
+        return {
+            "is_identical": bool(r.is_identical),
+            "match_confidence": round(float(r.match_confidence), 4),
+            "threshold": self.settings.verify_threshold,
+            "faces": [
+                {"face_rectangle": {"top": round(t.face.y), "left": round(t.face.x), "width": round(t.face.w),
+                                    "height": round(t.face.h)},
+                 "quality_for_recognition": t.quality.level, "reasons": list(t.quality.reasons)}
+                for t in templates
+            ],
+            "models": [self.backend.version_info(m, versions[m]).as_dict()
+                       for m in self.settings.verification_models if m in versions],
+        }
 
     async def _shadow(self, prepared: PreparedFace, route: Route, result: LivenessResult) -> None:
         """Run candidate versions on the same crops; record, never return, their scores."""

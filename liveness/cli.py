@@ -235,6 +235,35 @@ def _add_models(groups: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_models_shadow_report)
 
 
+# ----------------------------------------------------------------------------- sessions
+
+
+def _sessions_store() -> Any:
+    from liveness.sessions import open_session_store
+
+    settings = Settings()
+    return open_session_store(str(settings.db_path), settings.mongodb_uri)
+
+
+def _sessions_purge(store: Any, args: argparse.Namespace) -> int:
+    """The retention policy (docs/PRIVACY.md), run now: the service also runs it every
+    ``session_purge_interval_s``; cron this when the service may be down for long."""
+    import time
+
+    settings = Settings()
+    counts = store.purge(time.time(), settings.session_retention_s,
+                         settings.session_throttle_window_s + settings.session_throttle_cooldown_s)
+    _print_json(counts.as_dict())
+    return 0
+
+
+def _add_sessions(groups: argparse._SubParsersAction) -> None:
+    sessions = groups.add_parser("sessions", help="app-server liveness sessions")
+    cmds = sessions.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = cmds.add_parser("purge", help="apply the retention policy now (embeddings, images, old sessions)")
+    p.set_defaults(opener=_sessions_store, handler=_sessions_purge)
+
+
 # ----------------------------------------------------------------------------- admin key
 
 
@@ -267,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokens(groups)
     _add_models(groups)
     _add_admin_key(groups)
+    _add_sessions(groups)
     return parser
 
 

@@ -57,6 +57,14 @@ SESSION_EXPIRED = ErrorKind("session_expired", 410)
 SESSION_FINISHED = ErrorKind("session_finished", 409)  # a frame for a session already passed/failed
 FRAME_TOO_FAST = ErrorKind("frame_too_fast", 429)  # over challenge_max_fps: not charged, session unchanged
 TOO_MANY_SESSIONS = ErrorKind("too_many_sessions", 503)
+# App-server sessions (liveness.sessions, README "Sessions"): the client's short-lived token.
+INVALID_SESSION_TOKEN = ErrorKind("invalid_session_token", 401)
+SESSION_TOKEN_EXPIRED = ErrorKind("session_token_expired", 401)
+TOKEN_MODE_MISMATCH = ErrorKind("token_mode_mismatch", 403)  # a video token on the image endpoint, ...
+ATTEMPTS_EXHAUSTED = ErrorKind("attempts_exhausted", 403)  # max_attempts used: the token is spent
+SESSION_COMPLETED = ErrorKind("session_completed", 409)  # a realface result ends the session
+TOO_MANY_FAILED_ATTEMPTS = ErrorKind("too_many_failed_attempts", 429)  # per device_correlation_id
+VERIFICATION_UNAVAILABLE = ErrorKind("verification_unavailable", 503)  # the embedding model is not loaded
 
 CATALOGUE: tuple[ErrorKind, ...] = tuple(
     v for v in list(globals().values()) if isinstance(v, ErrorKind)

@@ -117,6 +117,23 @@ class Settings(BaseSettings):
     challenge_purge_interval_s: float = Field(60.0, gt=0)  # periodic purge of expired sessions
     challenge_purge_grace_s: float = Field(3600.0, ge=0)  # expired rows kept this long (answer 410, not 404)
 
+    # App-server sessions and face verification (liveness.sessions, liveness.recognition;
+    # README "Sessions", docs/PRIVACY.md)
+    sessions_enabled: bool = True
+    # HS256 secrets for client session tokens, newest first: the first signs, all verify (rotation).
+    # Empty: one secret generated once and kept in the session store.  JSON list in the environment.
+    session_token_secrets: tuple[str, ...] = ()
+    session_retention_s: float = Field(86400.0, ge=0)  # results kept after expiry unless deleted
+    session_image_retention_s: float = Field(86400.0, gt=0)  # images of enable_session_image sessions
+    session_throttle_failures: int = Field(5, ge=1)  # failed attempts per device within the window ...
+    session_throttle_window_s: float = Field(180.0, gt=0)  # ... (3 min) ...
+    session_throttle_cooldown_s: float = Field(300.0, gt=0)  # ... block new attempts for this long
+    session_purge_interval_s: float = Field(60.0, gt=0)
+    session_list_max: int = Field(200, ge=1)  # GET /v1/sessions page size cap
+    verification_enabled: bool = True  # loads verification_models at start (*-verify modes, /v1/verify)
+    verification_models: tuple[str, ...] = ("yunet", "mobilefacenet")  # keypoint detector, embedder
+    verify_threshold: float = Field(0.42, ge=-1.0, le=1.0)  # cosine; docs/VERIFICATION.md
+
     @classmethod
     def settings_customise_sources(
         cls,

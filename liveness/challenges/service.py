@@ -37,6 +37,7 @@ from liveness.challenges import steps as S
 from liveness.challenges.identity import colour_hist
 from liveness.challenges.store import SessionRow, SessionStore, open_session_store
 from liveness.decision import fuse
+from liveness.detection.base import Face
 from liveness.errors import (
     FRAME_TOO_FAST,
     INTERNAL_ERROR,
@@ -57,6 +58,7 @@ from liveness.settings import Settings
 log = logging.getLogger("liveness.challenges")
 
 Measure = Callable[[Any, np.ndarray, Any, dict[str, int]], Awaitable[FaceSignals]]
+FrameHook = Callable[[np.ndarray, Face], Awaitable[None]]
 ANONYMOUS = "-"  # key_id of sessions when authentication is disabled
 TOKEN_TYPE = "challenge_result"
 FPS_TOLERANCE = 0.8  # a frame may arrive 20 % early (client timers and network jitter)
@@ -166,7 +168,11 @@ class ChallengeService:
 
     # -- API -----------------------------------------------------------------------------------
 
-    async def start(self, credential: Credential, challenges: list[str] | None = None, admin: bool = False) -> dict[str, Any]:
+    async def start(
+        self, credential: Credential, challenges: list[str] | None = None, admin: bool = False, *, keep_frame: bool = False
+    ) -> dict[str, Any]:
+        """``keep_frame``: keep the best frame for this session (an app-server session created
+        with ``enable_session_image``), as ``challenge_return_frame`` does for all."""
         key_id = await self._key_id(credential)
         now = self.clock()
         await self._maybe_purge(now)
@@ -188,7 +194,7 @@ class ChallengeService:
         ttl = self.settings.challenge_session_ttl_s
         row = SessionRow(
             session_id=secrets.token_urlsafe(24), key_id=key_id, created_at=now, expires_at=now + ttl,
-            status=S.ACTIVE, version=0, state=S.new_state(steps, now),
+            status=S.ACTIVE, version=0, state={**S.new_state(steps, now), **({"keep_frame": True} if keep_frame else {})},
         )
         await asyncio.to_thread(self.store.create, row, self.settings.challenge_max_sessions, now)
         return {
@@ -221,7 +227,18 @@ class ChallengeService:
                 {"status": row.status, "reason": row.state.get("reason")},
             )
 
-    async def process(self, credential: Credential, session_id: str, frame: bytes | Callable[[], bytes]) -> dict[str, Any]:
+    def _keep_frame(self, state: dict[str, Any]) -> bool:
+        return self.settings.challenge_return_frame or bool(state.get("keep_frame"))
+
+    async def process(
+        self,
+        credential: Credential,
+        session_id: str,
+        frame: bytes | Callable[[], bytes],
+        frame_hook: FrameHook | None = None,
+    ) -> dict[str, Any]:
+        """``frame_hook(bgr, face)`` runs on every frame with a face (face verification of an
+        app-server session) before the session is updated."""
         now = self.clock()  # the frame's timestamp: arrival on the server, before any I/O
         key_id = await self._key_id(credential)
         await self._maybe_purge(now)
@@ -230,6 +247,8 @@ class ChallengeService:
         if (err := self._too_fast(row.state, now)) is not None:
             raise err
         obs, versions, bgr = await self._measure(frame, key_id)
+        if frame_hook is not None and obs.box is not None:
+            await frame_hook(bgr, Face(*obs.box, score=1.0))
         best_frame = None
         for _ in range(CAS_RETRIES):
             state = _copy(row.state)
@@ -237,7 +256,7 @@ class ChallengeService:
                 raise err
             event = S.advance(state, obs, now, self.limits, self.thresholds)
             changes: dict[str, Any] = {}
-            if self.settings.challenge_return_frame and obs.box is not None and obs.passive is not None:
+            if self._keep_frame(state) and obs.box is not None and obs.passive is not None:
                 if state["best_score"] is None or obs.passive > state["best_score"]:
                     state["best_score"] = obs.passive
                     if best_frame is None:
@@ -363,7 +382,7 @@ class ChallengeService:
                 "result_token": token,
                 "token_expires_in": self.settings.challenge_token_ttl_s,
             }
-            if self.settings.challenge_return_frame and row.best_frame:
+            if self._keep_frame(state) and row.best_frame:
                 result["best_frame"] = row.best_frame
             state["status"] = S.COMPLETED
             new = row.with_state(state, result=result, best_frame=None)  # the frame leaves the store now

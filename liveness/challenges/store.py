@@ -160,14 +160,7 @@ class SqliteSessionStore(SqliteFile, SessionStore):
                 "expired": expired}
 
     def token_secret(self) -> bytes:
-        with self._write() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'challenge_token_secret'").fetchone()
-            if row is None:
-                value = secrets.token_urlsafe(48)
-                conn.execute("INSERT INTO meta (key, value) VALUES ('challenge_token_secret', ?)", (value,))
-            else:
-                value = row[0]
-        return value.encode("utf-8")
+        return self._stored_secret("challenge_token_secret")
 
 
 class MongoSessionStore(SessionStore):

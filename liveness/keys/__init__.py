@@ -12,6 +12,7 @@ from .base import (
     KeyLookupError,
     KeyStore,
     Period,
+    Prepaid,
     Principal,
     Reservation,
     Usage,
@@ -22,7 +23,7 @@ from .sqlite_store import SqliteKeyStore
 
 __all__ = [
     "DEFAULT_PERIOD", "PERIODS", "Clock", "Credential", "IssuedKey", "KeyInfo", "KeyLookupError",
-    "KeyStore", "Period", "Principal", "Reservation", "Usage", "bucket_for", "hash_key", "SqliteKeyStore",
+    "KeyStore", "Period", "Prepaid", "Principal", "Reservation", "Usage", "bucket_for", "hash_key", "SqliteKeyStore",
     "open_key_store",
 ]
 

@@ -100,6 +100,15 @@ class Principal:
     key_id: str
 
 
+@dataclass(frozen=True)
+class Prepaid(Principal):
+    """A caller whose work is already paid for: a client holding an app-server session's token
+    (``liveness.sessions``), charged once when the session was created.  It is admitted while
+    its key is not revoked, even with the quota spent by that very session, and never charged."""
+
+    session_id: str = ""
+
+
 # What a front end hands the core: a raw API key (HTTP), a ``Principal`` (gRPC token), or None.
 Credential = str | Principal | None
 
@@ -255,11 +264,15 @@ class KeyStore(ABC):
         """``reserve`` for a caller identified by key_id: same atomic charge, same errors."""
 
     def check_credential(self, credential: Credential) -> KeyInfo:
+        if isinstance(credential, Prepaid):
+            return self.authenticate_id(credential.key_id)
         if isinstance(credential, Principal):
             return self.check_id(credential.key_id)
         return self.check(credential)
 
     def reserve_credential(self, credential: Credential) -> Reservation:
+        if isinstance(credential, Prepaid):
+            raise ValueError("a Prepaid caller is never charged")
         if isinstance(credential, Principal):
             return self.reserve_id(credential.key_id)
         return self.reserve(credential)

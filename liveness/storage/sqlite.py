@@ -4,6 +4,7 @@ WAL + busy_timeout, and ``BEGIN IMMEDIATE`` write transactions."""
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -97,6 +98,18 @@ class SqliteFile:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, str(version)),
             )
+
+    def _stored_secret(self, name: str) -> bytes:
+        """A random secret generated on first use and kept in ``meta`` under ``name``, so every
+        worker and the admin CLI agree on it without configuration."""
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+            if row is None:
+                value = secrets.token_urlsafe(48)
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (name, value))
+            else:
+                value = row[0]
+        return value.encode("utf-8")
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,14 @@
+"""App-server sessions (Azure Face liveness-session style): the app server, holding the API key,
+creates a session and hands its short-lived token to a phone or browser, which runs the check
+with that token only; the app server then reads the result and deletes the session.  Optional
+face verification against a reference image (``*-verify`` modes).  README "Sessions"."""
+
+from liveness.sessions.model import MODES, SessionParams, SessionRecord, parse_params
+from liveness.sessions.service import Grant, SessionService
+from liveness.sessions.store import SessionStore, open_session_store
+from liveness.sessions.tokens import SessionTokens, looks_like_token
+
+__all__ = [
+    "MODES", "Grant", "SessionParams", "SessionRecord", "SessionService", "SessionStore", "SessionTokens",
+    "looks_like_token", "open_session_store", "parse_params",
+]
