@@ -13,6 +13,11 @@ Users:
                             via POST /process {session_id, image: base64 JPEG}, then POST /complete
   GrpcUser      (weight 1)  gRPC LivenessWebService/LivenessDetection with T1, expects SUCCEEDED + live
                             (token from LIVENESS_LOADTEST_TOKEN; host:port from LIVENESS_LOADTEST_GRPC)
+  SessionUser   (weight 1)  the app-server / client round trip: POST /v1/sessions (API key), the
+                            client's POST /v1/liveness with the session token, GET and DELETE
+                            /v1/sessions/{id}; the recorded decision must match the image
+  VerifyUser    (weight 1)  POST /v1/verify with a pair from the dev verification pairs.csv;
+                            ``is_identical`` must match the label
 
 A response is a failure if its status is wrong OR its verdict is wrong: the live dev image (T1)
 must come back live, the spoofs (F1, F2) not live, the video alive.  Challenges are random, so a
@@ -362,3 +367,86 @@ class GrpcUser(User):
             exception=exception,
             context={},
         )
+
+
+# --------------------------------------------------------------------------- sessions and verification
+
+
+def _http_failure(response, what: str, status: int) -> bool:
+    if response.status_code == status:
+        return False
+    code = ""
+    try:
+        code = f" ({response.json()['error']['code']})"
+    except Exception:
+        pass
+    response.failure(f"{what}: status {response.status_code}{code}, expected {status}")
+    return True
+
+
+class SessionUser(HttpUser):
+    """App server creates a passive session, the client checks one image with only the token,
+    the app server reads the result and deletes the session."""
+
+    weight = 1
+    wait_time = WAIT_TIME
+
+    @task
+    def round_trip(self) -> None:
+        sample = random.choice(SAMPLES)
+        key = {"X-API-Key": API_KEY}
+        with self.client.post("/v1/sessions", json={"mode": "passive", "max_attempts": 1}, headers=key,
+                              name="/v1/sessions", catch_response=True) as r:
+            if _http_failure(r, "create", 200):
+                return
+            session = r.json()
+            r.success()
+        with self.client.post("/v1/liveness", files={"image": (f"{sample.name}.jpg", sample.raw, "image/jpeg")},
+                              headers={"Authorization": f"Bearer {session['auth_token']}"},
+                              name="/v1/liveness [session token]", catch_response=True) as r:
+            if _http_failure(r, "client attempt", 200):
+                return
+            r.success()
+        path = f"/v1/sessions/{session['session_id']}"
+        with self.client.get(path, headers=key, name="/v1/sessions/{id}", catch_response=True) as r:
+            if _http_failure(r, "read", 200):
+                return
+            decision = (r.json().get("result") or {}).get("decision")
+            if decision != ("realface" if sample.live else "spoofface"):
+                r.failure(f"{sample.name}: wrong decision {decision!r}")
+                return
+            r.success()
+        with self.client.delete(path, headers=key, name="/v1/sessions/{id} [delete]", catch_response=True) as r:
+            if not _http_failure(r, "delete", 204):
+                r.success()
+
+
+def _verify_pairs() -> list[tuple[str, bytes, bytes, bool]]:
+    import csv
+
+    folder = MEDIA.parent / "verification"
+    with open(folder / "pairs.csv", newline="") as f:
+        return [(f"{row['file_a']}~{row['file_b']}", (folder / row["file_a"]).read_bytes(),
+                 (folder / row["file_b"]).read_bytes(), row["same_person"] == "yes") for row in csv.DictReader(f)]
+
+
+VERIFY_PAIRS = _verify_pairs()
+
+
+class VerifyUser(HttpUser):
+    """1:1 face verification of two uploads; the answer must match pairs.csv."""
+
+    weight = 1
+    wait_time = WAIT_TIME
+
+    @task
+    def verify(self) -> None:
+        name, a, b, same = random.choice(VERIFY_PAIRS)
+        with self.client.post("/v1/verify", files={"image1": ("a.jpg", a, "image/jpeg"), "image2": ("b.jpg", b, "image/jpeg")},
+                              headers={"X-API-Key": API_KEY}, name="/v1/verify", catch_response=True) as r:
+            if _http_failure(r, "verify", 200):
+                return
+            if bool(r.json().get("is_identical")) != same:
+                r.failure(f"{name}: wrong answer, expected is_identical={same}")
+                return
+            r.success()

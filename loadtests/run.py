@@ -32,7 +32,7 @@ from bench_report import Server, free_port  # noqa: E402  (stdlib-only at import
 
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "loadtests" / "results"
-USER_CLASSES = ("FaciaUser", "NativeUser", "VideoUser", "ChallengeUser", "GrpcUser")
+USER_CLASSES = ("FaciaUser", "NativeUser", "VideoUser", "ChallengeUser", "GrpcUser", "SessionUser", "VerifyUser")
 # Locust's stats are per request name; which user class sends which name:
 CLASS_OF = {
     "/liveness": "FaciaUser",
@@ -42,6 +42,11 @@ CLASS_OF = {
     "/process": "ChallengeUser",
     "/complete": "ChallengeUser",
     "/liveness.bws.v1.LivenessWebService/LivenessDetection": "GrpcUser",
+    "/v1/sessions": "SessionUser",
+    "/v1/liveness [session token]": "SessionUser",
+    "/v1/sessions/{id}": "SessionUser",
+    "/v1/sessions/{id} [delete]": "SessionUser",
+    "/v1/verify": "VerifyUser",
 }
 
 
