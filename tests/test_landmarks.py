@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 from liveness.app import LivenessApp
+from liveness.challenges import steps
 from liveness.landmarks import signals as S
 from liveness.landmarks.measure import measure_face
 from liveness.settings import Settings
@@ -64,18 +65,36 @@ def test_app_loads_and_routes_the_landmark_models(app):
     assert primary["facemesh"] == 1 and primary["iris"] == 1
 
 
+TH = steps.Thresholds()  # the thresholds the challenge service runs
+
+
+def _replay(step: str, frames) -> list[int]:
+    """Indices where ``step``'s detector (the service's rules) fires over (index, t, signals)
+    frames; the detector restarts after each hit, as the next step of a session would."""
+    hits, state, base = [], {}, {}
+    for i, t, sig in frames:
+        if steps.detect(step, state, sig, t, base, TH):
+            hits.append(i)
+            state = {}
+    return hits
+
+
 def test_eye_openness_separates_open_closed_and_wink(app, media):
     d = media / "landmarks"
     oo = _measure(app, cv2.imread(str(d / "faceonnx_blink_open_open.jpg")))
     cc = _measure(app, cv2.imread(str(d / "faceonnx_blink_closed_closed.jpg")))
     co = _measure(app, cv2.imread(str(d / "faceonnx_blink_closed_open.jpg")))
-    assert min(oo.left_eye_openness, oo.right_eye_openness) > S.EYE_OPEN, oo
-    assert max(cc.left_eye_openness, cc.right_eye_openness) < S.EYE_CLOSED, cc
-    assert S.eyes_open(oo) and S.eyes_closed(cc)
-    assert S.wink(co) is not None and S.wink(oo) is None and S.wink(cc) is None, co
+    assert min(oo.left_eye_openness, oo.right_eye_openness) > TH.eye_open, oo
+    assert max(cc.left_eye_openness, cc.right_eye_openness) < TH.eye_closed, cc
+    closed, opened = sorted((co.left_eye_openness, co.right_eye_openness))
+    assert closed < TH.eye_closed and opened > TH.eye_open, co  # a wink
     assert all(s.presence > 0.9 for s in (oo, cc, co))
+    # open -> wink -> open completes the wink step; open -> both closed -> open is a blink, not a wink
+    assert _replay("wink", [(0, 0.0, oo), (1, 0.1, co), (2, 0.2, oo)]) == [2]
+    assert _replay("wink", [(0, 0.0, oo), (1, 0.1, cc), (2, 0.2, oo)]) == []
+    assert _replay("blink", [(0, 0.0, oo), (1, 0.1, cc), (2, 0.2, oo)]) == [2]
     # Wide-open laugh vs closed-lip smile
-    assert S.mouth_opened(co) and not S.mouth_opened(oo)
+    assert co.mouth_open > TH.mouth_opened >= oo.mouth_open
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +117,8 @@ def video_signals(app, media):
     return out
 
 
-def test_blink_detector_finds_blinks_in_the_real_video(video_signals):
-    det = S.BlinkDetector()
-    blinks = [i for i, t, s in video_signals if det.update(t, s.left_eye_openness, s.right_eye_openness)]
+def test_blink_step_finds_blinks_in_the_real_video(video_signals):
+    blinks = _replay("blink", video_signals)
     assert len(blinks) >= 1, blinks
     known = (86, 110, 230, 276, 294, 554, 598)
     assert any(abs(b - k) <= 15 for b in blinks for k in known), blinks
@@ -108,29 +126,29 @@ def test_blink_detector_finds_blinks_in_the_real_video(video_signals):
 
 def test_yaw_turns_both_ways_in_the_real_video(video_signals):
     yaws = [s.yaw for _, _, s in video_signals]
-    assert max(yaws) > S.TURN_DEG and min(yaws) < -10.0, (min(yaws), max(yaws))
-    assert any(S.turned_left(s) for _, _, s in video_signals)
-    assert sum(S.looking_center(s) for _, _, s in video_signals) > len(video_signals) / 3
+    assert max(yaws) > TH.turn_deg and min(yaws) < -10.0, (min(yaws), max(yaws))
+    assert _replay("turn_left", video_signals)  # centred first, then past turn_deg
+    centred = [s for _, _, s in video_signals if abs(s.yaw) < TH.center_yaw_deg and abs(s.pitch) < TH.center_pitch_deg]
+    assert len(centred) > len(video_signals) / 3
 
 
 def test_still_photo_never_blinks(app, media):
     img = cv2.imread(str(media / "images" / "silentface_image_T1.jpg"))
-    det = S.BlinkDetector()
-    fired = []
+    frames = []
     for k in range(30):  # 10 fps for 3 s
         s = _measure(app, img)
-        assert math.isfinite(s.left_eye_openness) and S.eyes_open(s)
-        fired.append(det.update(k / 10.0, s.left_eye_openness, s.right_eye_openness))
-    assert not any(fired)
+        assert math.isfinite(s.left_eye_openness) and min(s.left_eye_openness, s.right_eye_openness) > TH.eye_open
+        frames.append((k, k / 10.0, s))
+    assert _replay("blink", frames) == []
 
 
-def test_blink_detector_rules():
-    det = S.BlinkDetector()
-    seq = [(0.0, 0.4, 0.4), (0.1, 0.2, 0.2), (0.2, 0.4, 0.4)]
-    assert [det.update(*x) for x in seq] == [False, False, True]
-    det = S.BlinkDetector()  # closed too long: not a blink
-    seq = [(0.0, 0.4, 0.4), (0.1, 0.2, 0.2), (1.5, 0.2, 0.2), (1.6, 0.4, 0.4)]
-    assert not any(det.update(*x) for x in seq)
-    det = S.BlinkDetector()  # one eye only (a wink) is not a blink
-    seq = [(0.0, 0.4, 0.4), (0.1, 0.2, 0.4), (0.2, 0.4, 0.4)]
-    assert not any(det.update(*x) for x in seq)
+def test_blink_step_rules():
+    def sig(left: float, right: float) -> S.FaceSignals:
+        return S.FaceSignals(left, right, 0.0, 0.0, 0.0, 0.1, 0.8, 0.5, 1.0)
+
+    seq = [(0, 0.0, sig(0.4, 0.4)), (1, 0.1, sig(0.2, 0.2)), (2, 0.2, sig(0.4, 0.4))]
+    assert _replay("blink", seq) == [2]
+    seq = [(0, 0.0, sig(0.4, 0.4)), (1, 0.1, sig(0.2, 0.2)), (2, 1.5, sig(0.2, 0.2)), (3, 1.6, sig(0.4, 0.4))]
+    assert _replay("blink", seq) == []  # closed too long: not a blink
+    seq = [(0, 0.0, sig(0.4, 0.4)), (1, 0.1, sig(0.2, 0.4)), (2, 0.2, sig(0.4, 0.4))]
+    assert _replay("blink", seq) == []  # one eye only (a wink) is not a blink

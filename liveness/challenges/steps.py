@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from liveness.challenges.identity import changed, continuity
-from liveness.landmarks.signals import FaceSignals
+from liveness.landmarks.signals import EYE_CLOSED, EYE_OPEN, FaceSignals
 
 CHALLENGES: tuple[str, ...] = (
     "blink", "turn_left", "turn_right", "look_center", "smile", "open_mouth", "raise_brows", "wink",
@@ -69,17 +69,18 @@ TOO_FEW_FRAMES = "too_few_frames"
 
 @dataclass(frozen=True)
 class Thresholds:
-    eye_closed: float = 0.27
-    eye_open: float = 0.31
-    blink_max_closed_s: float = 1.0
-    turn_deg: float = 20.0
+    # The one set of challenge thresholds (measured on the dev media: liveness/landmarks/signals.py).
+    eye_closed: float = EYE_CLOSED
+    eye_open: float = EYE_OPEN
+    blink_max_closed_s: float = 1.0  # dev-video blinks last 0.03-0.13 s
+    turn_deg: float = 20.0  # the dev video's turns reach +26 / -13 deg from a centred start; between turns |yaw| <= 7
     center_yaw_deg: float = 10.0
     center_pitch_deg: float = 15.0
     center_frames: int = 2
-    smile_rise: float = 0.15
-    brows_rise: float = 0.12
+    smile_rise: float = 0.15  # smile > baseline x 1.15 (neutral 0.67-0.89 vs smiling 1.01-1.06)
+    brows_rise: float = 0.12  # brows_raised > baseline x 1.12 (untested on real media: no such clip)
     mouth_closed: float = 0.12
-    mouth_opened: float = 0.35
+    mouth_opened: float = 0.35  # closed <= 0.13, teeth-smile <= 0.24, wide open 0.43
     min_presence: float = 0.5
 
 
@@ -284,6 +285,13 @@ _DETECTORS = {
     "raise_brows": _brows,
 }
 assert set(_DETECTORS) == set(CHALLENGES)
+
+
+def detect(step: str, detector: dict[str, Any], sig: FaceSignals, t: float, baseline: dict[str, float],
+           th: Thresholds) -> bool:
+    """One frame through one step's detector (``detector`` is its mutable state, ``{}`` to
+    start): the same rules ``advance`` applies, for tools and tests that replay signals."""
+    return _DETECTORS[step](detector, sig, t, baseline, th)
 
 
 def thresholds_dict(th: Thresholds) -> dict[str, Any]:
