@@ -227,7 +227,9 @@ class Liveness:
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:  # one gRPC server per worker, same port (docs/GRPC.md)
-        self.grpc = await start_grpc_server(self.core, settings)
+        self.grpc = await start_grpc_server(
+            self.core, settings, observe=lambda endpoint, outcome: DECISIONS.labels(endpoint=endpoint, outcome=outcome).inc()
+        )
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:

@@ -142,10 +142,14 @@ def video_response(result: Any) -> Any:
 # -- the service ---------------------------------------------------------------------------------
 
 
+Observe = Callable[[str, str], None]  # (endpoint, outcome)
+
+
 class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
-    def __init__(self, core: "LivenessApp", secret: bytes | None) -> None:
+    def __init__(self, core: "LivenessApp", secret: bytes | None, observe: Observe | None = None) -> None:
         self.core = core
         self.secret = secret  # None: authentication disabled (LIVENESS_AUTH_ENABLED=false)
+        self.observe = observe or (lambda endpoint, outcome: None)
 
     def _credential(self, metadata: dict[str, str]) -> Principal | None:
         if self.secret is None:
@@ -153,7 +157,7 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
         return Principal(verify_token(self.secret, bearer_token(metadata.get("authorization"))))
 
     async def _call(self, request: Any, context: grpc.aio.ServicerContext,
-                    work: Callable[[Principal | None], Awaitable[Any]]) -> Any:
+                    work: Callable[[Principal | None], Awaitable[Any]], endpoint: str) -> Any:
         t0 = time.perf_counter()
         metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         initial = [("jobid", str(uuid.uuid4()))]
@@ -177,6 +181,7 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
             except asyncio.TimeoutError:
                 raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed during the check") from None
         except LivenessError as err:
+            self.observe(endpoint, err.code)
             if err.kind in (NO_FACE, MULTIPLE_FACES):
                 context.set_trailing_metadata(trailer())
                 return no_face_response(err)
@@ -184,6 +189,7 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
                                 trailing_metadata=trailer(("error-code", err.code)))
         except _Abort as a:
             await context.abort(a.code, a.details, trailing_metadata=trailer())
+        self.observe(endpoint, "live" if response.live else "spoof")
         context.set_trailing_metadata(trailer())
         return response
 
@@ -196,7 +202,7 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
                 raise LivenessError(INVALID_REQUEST, f"{len(images)} live_images: send 1 or 2 images.")
             return image_response(await self.core.check_images(credential, images))
 
-        return await self._call(request, context, work)
+        return await self._call(request, context, work, "grpc_image")
 
     async def VideoLivenessDetection(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def work(credential: Principal | None) -> Any:
@@ -206,7 +212,7 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
                 raise LivenessError(MISSING_VIDEO, "video is empty.")
             return video_response(await check_video(self.core, credential, request.video, ""))
 
-        return await self._call(request, context, work)
+        return await self._call(request, context, work, "grpc_video")
 
 
 # -- lifecycle -----------------------------------------------------------------------------------
@@ -218,9 +224,12 @@ def max_message_bytes(settings: "Settings") -> int:
     return max(MAX_IMAGES * settings.max_image_bytes, settings.video_max_bytes) + 64 * 1024
 
 
-async def start_grpc_server(core: "LivenessApp", settings: "Settings") -> grpc.aio.Server | None:
+async def start_grpc_server(
+    core: "LivenessApp", settings: "Settings", observe: Observe | None = None
+) -> grpc.aio.Server | None:
     """Start this worker's gRPC server in the running loop; ``None`` when ``grpc_enabled`` is off.
-    Raises when the port cannot be bound, so a misconfiguration stops the service visibly."""
+    Raises when the port cannot be bound, so a misconfiguration stops the service visibly.
+    ``observe(endpoint, outcome)`` counts answers (the HTTP side's ``liveness_decisions``)."""
     if not settings.grpc_enabled:
         return None
     secret = await asyncio.to_thread(signing_secret, settings.jwt_secret, core.keys) if core.keys else None
@@ -230,7 +239,7 @@ async def start_grpc_server(core: "LivenessApp", settings: "Settings") -> grpc.a
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
     ])
-    pb2_grpc.add_LivenessWebServiceServicer_to_server(LivenessServicer(core, secret), server)
+    pb2_grpc.add_LivenessWebServiceServicer_to_server(LivenessServicer(core, secret, observe), server)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)

@@ -239,3 +239,19 @@ def test_grpc_refuses_keys_of_other_stores(stub, e2e_dir, t1_jpeg):
     token = make_token(create_key(other_db, 5))
     err = rpc_error(stub.LivenessDetection, images(t1_jpeg), metadata=auth(token), timeout=60)
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_grpc_answers_are_counted_in_the_decisions_metric(stub, keyed, client, t1_jpeg):
+    import re
+
+    def count(outcome: str) -> float:
+        text = client.get("/metrics").text
+        m = re.search(rf'^liveness_decisions_total\{{[^}}]*endpoint="grpc_image"[^}}]*outcome="{outcome}"[^}}]*\}} (\S+)$',
+                      text, re.M) or re.search(
+            rf'^liveness_decisions_total\{{[^}}]*outcome="{outcome}"[^}}]*endpoint="grpc_image"[^}}]*\}} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    _, token = keyed()
+    before = count("live")
+    assert stub.LivenessDetection(images(t1_jpeg), metadata=auth(token), timeout=60).live
+    assert count("live") == before + 1
