@@ -97,3 +97,32 @@ loadtest: models
 
 clean:
 	rm -rf model_repository .pytest_cache liveness/api/_proto
+
+# ---- OCI image (docs/DEPLOY.md) ------------------------------------------------------------------
+# `make image`: dist/liveness-<version>.oci.tar without any registry or container engine: a Debian
+# bookworm rootfs (mmdebstrap) + the runtime wheels downloaded on the host (.image/wheelhouse) +
+# model_repository/, committed by buildah (vfs, chroot isolation); then `image-smoke` runs it.
+# Not part of `make test` / CI (docs/DEPLOY.md says why).  Needs root or sudo.
+IMAGE_VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n1)
+IMAGE_TAR     := dist/liveness-$(IMAGE_VERSION).oci.tar
+IMAGE_TOOLS   := buildah podman skopeo umoci mmdebstrap
+
+.PHONY: image image-smoke image-tools
+
+image: models image-tools
+	IMAGE_PYTHON=$(abspath $(BIN))/python bash image/build.sh
+	bash image/smoke.sh $(IMAGE_TAR)
+
+# Unpacks the archive, runs it as its non-root user on a read-only rootfs, scores real dev images.
+image-smoke: image-tools
+	bash image/smoke.sh $(IMAGE_TAR)
+
+# Debian's buildah, podman, skopeo, umoci and mmdebstrap; a no-op when all are installed.
+image-tools:
+	@missing=; for t in $(IMAGE_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	[ -z "$$missing" ] || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "image-tools: apt-get install$$missing"; \
+		$$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $$missing; }; }
+# ---- end of OCI image block ----------------------------------------------------------------------
