@@ -1,21 +1,34 @@
-"""`make bench`: measure the liveness service and write docs/PERFORMANCE.md.
+"""`make bench`: measure the liveness service on this machine; write docs/PERFORMANCE.md and docs/perf/*.png.
 
-    python benchmarks/bench_report.py [--quick] [--duration S] [--users N] [--output PATH]
+    python benchmarks/bench_report.py [--quick] [--duration S] [--skip reference,triton,int8,profile]
+    python benchmarks/bench_report.py --from-json .bench/results.json   # re-render the last run only
 
-Steps
-  1. in-process ceiling: the same ``LivenessApp`` the service builds, called directly from N
-     concurrent asyncio tasks (no HTTP, no auth) for a few N, the best being the ceiling; plus
-     sequential single-request latency;
-  2. model-only: each ONNX model through onnxruntime directly, batch 1 and batch 8;
-  3. served: ``bentoml serve service:Liveness`` on a free port with a throw-away key store, a key
-     from the admin CLI, Locust headless (FaciaUser) at peak load and at about half the peak
-     throughput; the ``liveness_batch_size`` histogram is scraped from /metrics before and after;
-  4. docs/PERFORMANCE.md is regenerated from the numbers.
+Steps (all regenerated on every run, nothing carried over but the dated profiling history):
+  1. reference: the upstream Silent-Face pipeline, one image at a time, in-process
+     (``bench_reference.py`` in a subprocess): the peer the HTTP throughput is compared with;
+  2. in-process ceiling: the same ``LivenessApp`` the service builds, called directly from N
+     concurrent asyncio tasks (no HTTP, no auth), the best N being the ceiling; sequential latency;
+  3. model-only: every version of every model through onnxruntime directly (float32 version 1,
+     INT8 version 2 of the MiniFASNets), batch 1 and 8;
+  4. served, embedded backend: ``bentoml serve service:Liveness`` (HTTP and gRPC on free ports, a
+     throw-away key store, a key and a gRPC token from the admin CLI); Locust headless per endpoint
+     and user count: FACIA ``/liveness``, native ``/v1/liveness``, gRPC, video; then FACIA and
+     native paced at half their peak throughput; ``liveness_batch_size`` scraped from /metrics
+     around every level; then one more FACIA level at peak with py-spy on every worker
+     (``bench_profile.py``; not a measured level: the sampler takes CPU);
+  5. served with the INT8 versions pinned (a policy file in LIVENESS_MODEL_POLICY_FILE): FACIA at
+     the compare levels;
+  6. served with the Triton backend: a real tritonserver from .venv-triton (``make triton``)
+     serving .triton/repository, the Bento in front of it; FACIA at the compare levels;
+  7. plots (``bench_plots.py``, matplotlib from requirements-bench.txt) and the report.  The raw
+     numbers are kept in .bench/results.json.
 
-Environment: BENCH_DURATION (seconds per HTTP load level, default 30), BENCH_USERS (peak users,
-default 16), BENCH_MODERATE_USERS (users of the moderate level, default 4),
-BENCH_CONCURRENCY (in-process task counts, default "8,16,32"; the best is the ceiling).
-``--quick`` makes every duration 5 s.
+Environment (command-line options win): BENCH_DURATION (seconds per load level, default 30),
+BENCH_LEVELS (users for FACIA and native, default "1,2,4,8,16,32"), BENCH_GRPC_LEVELS ("1,4,16"),
+BENCH_VIDEO_LEVELS ("1,2,4"), BENCH_COMPARE_LEVELS (embedded vs Triton vs INT8, "4,16"),
+BENCH_MODERATE_USERS (paced users at half peak, 8), BENCH_CONCURRENCY (in-process tasks,
+"8,16,32"), BENCH_SKIP (comma-separated steps to leave out: reference, triton, int8, profile).
+``--quick`` (or BENCH_QUICK=1): 5 s levels and fewer of them, for a smoke run of a few minutes.
 Numbers are only meaningful on an otherwise idle machine: Locust runs on the same host.
 """
 
@@ -27,6 +40,7 @@ import base64
 import csv
 import datetime as dt
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -38,11 +52,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -50,20 +65,55 @@ sys.path.insert(0, str(REPO))
 MEDIA = REPO.parent / "shared" / "media" / "dev" / "images"
 IMAGES = (("T1", True), ("F1", False), ("F2", False))  # name, expected live
 BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+BUCKET_LABELS = ("1", "2", "3", "4", "5-6", "7-8", "9-12", "13-16", "17-24", "25-32", ">32")
 BIN = Path(sys.executable).parent
+RESULTS_JSON = REPO / ".bench" / "results.json"
+TRITON_VENV = Path(os.environ.get("LIVENESS_TRITON_VENV", REPO / ".venv-triton"))
+TRITON_REPO = REPO / ".triton" / "repository"
+ANTISPOOF = ("minifasnet_v2", "minifasnet_v1se")
+STEPS = ("reference", "triton", "int8", "profile")
+
+# endpoint key -> (Locust user class in loadtests/locustfile.py, title)
+ENDPOINTS: dict[str, tuple[str, str]] = {
+    "facia": ("FaciaUser", "FACIA JSON `POST /liveness`"),
+    "native": ("NativeUser", "native multipart `POST /v1/liveness`"),
+    "grpc": ("GrpcUser", "gRPC `LivenessDetection`"),
+    "video": ("VideoUser", "video `POST /v1/video-liveness` (4 s clip)"),
+}
+GOAL_RATIO = 4.0  # HTTP single-image throughput / reference images/s
+GOAL_P95_MS = 100.0  # at half of peak load
 
 
-# Profiling history: what was measured and changed (not regenerated; numbers from the dated runs).
-FINDINGS = """## What decides the speed (profiled 2026-11-24, this 2-core machine)
+# Profiling history: what was measured and changed, by hand (NOT regenerated; numbers are from the
+# dated runs named in each row).  The "Profile of this run" section above it is regenerated.
+FINDINGS = """## What decides the speed: profiling history
 
-| Change | Before | After | How measured |
-| --- | ---: | ---: | --- |
-| MiniFASNet: exact `PRelu` -> `Max(x, slope*x)` rewrite in the converter (slopes <= 1; output bit-identical, parity diff 0) | 3.7 ms/call | 1.9 ms/call | ORT profile: PRelu was 53% of the model's time (slow per-channel broadcast kernel that also blocks conv fusion) |
-| Batcher waits `max_queue_delay` = 0 instead of 1-2 ms (batches form from requests queued while the model is busy) | 13.5 ms single, 179 img/s at 8 tasks | 7.9 ms single, 194 img/s at 8 tasks | in-process, same images |
-| Cache BentoML's per-request JSON-schema rebuild of root-input models; return a ready `JSONResponse` | 116 req/s | 131 req/s | 1 worker, Locust 16 users; py-spy `--gil`: schema rebuild was 11% and output serialisation 6% of the worker's GIL time |
-| Workers = cores (2) instead of 1 | 131 req/s | 151 req/s | Locust 16 users; one worker's event loop held the GIL 66% of the time with 91% of it in the HTTP stack |
+_Hand-written history of profiling sessions on this 2-core machine (not regenerated; each row's numbers are from
+the dated run it names, some on a machine busy with other work, as marked). The regenerated profile of the current
+run is the section above._
 
-Where the CPU goes per request now (single request, in-process): JPEG decode with EXIF rotation ~2.0 ms,
+Changes made:
+
+| Date | Change | Before | After | How measured |
+| --- | --- | ---: | ---: | --- |
+| 2026-11-24 | MiniFASNet: exact `PRelu` -> `Max(x, slope*x)` rewrite in the converter (slopes <= 1; output bit-identical, parity diff 0) | 3.7 ms/call | 1.9 ms/call | ORT profile: PRelu was 53% of the model's time (slow per-channel broadcast kernel that also blocks conv fusion) |
+| 2026-11-24 | Batcher waits `max_queue_delay` = 0 instead of 1-2 ms (batches form from requests queued while the model is busy) | 13.5 ms single, 179 img/s at 8 tasks | 7.9 ms single, 194 img/s at 8 tasks | in-process, same images |
+| 2026-11-24 | Cache BentoML's per-request JSON-schema rebuild of root-input models; return a ready `JSONResponse` | 116 req/s | 131 req/s | 1 worker, Locust 16 users; py-spy `--gil`: schema rebuild was 11% and output serialisation 6% of the worker's GIL time |
+| 2026-11-24 | Workers = cores (2) instead of 1 | 131 req/s | 151 req/s | Locust 16 users; one worker's event loop held the GIL 66% of the time with 91% of it in the HTTP stack |
+
+Findings not acted on yet (2026-11-24, 14:35-14:48 UTC, FACIA at 16 users; **the machine was busy with other
+work, load average 3-7 on 2 cores**, so only the shares and the comparisons within one run are meaningful):
+
+| Finding | Evidence | How measured |
+| --- | --- | --- |
+| The 4× goal is out of reach of the pipeline itself, before any HTTP cost: 4× the reference is ~268 req/s on this machine, above our own in-process ceiling (~200 images/s) | reference 66.9 images/s, p50 14.4 ms, using both cores (CPU 199%) on a quiet moment (14:21); our in-process ceiling 194-203 images/s on the idle machine (earlier runs) | `bench_reference.py`, `bench_report.py` in-process step |
+| A worker is not GIL-bound at peak: each holds its GIL about half the time | GIL held 42-54% of wall time per worker | py-spy `--gil`, 3 s and 8 s, both workers |
+| Per-request instrumentation is the biggest single Python cost on the event loop: Prometheus (`MetricWrapperBase.labels`, `Histogram.observe`, multiprocess `__check_for_pid_change`) and OpenTelemetry spans (`Span.__init__`, `BoundedAttributes`, `Tracer.start_span`) | 18-21% of the GIL samples, more than uvicorn/h11 (9-16%) or the ASGI framework (8-9%); the liveness code's own Python (decode, pipeline, batcher, API) under 15% | py-spy `--gil`, two runs |
+| Where the CPU of the working threads goes | ONNX Runtime 19-25%, JPEG decode 9-12%, RetinaFace pre/post 4-7%, event loop + HTTP + instrumentation ~30% | py-spy `--idle`, waiting samples dropped |
+| Keep-alive connections are pinned to the worker that accepted them, and one worker often accepts all of a burst | at 16 users, 4 of 12 levels ran with a 100/0 worker CPU split (the other worker idle); their throughput, 72-125 req/s, vs 74-122 for balanced levels: on the busy machine the cost is lost in the noise, to be read from an idle run's *Worker split* column | per-worker CPU over each level (the report's *Worker split*), repeated 16-user levels |
+| The key store's SQLite locks hold requests up | 0.3-0.5 request threads blocked on `SqliteFile`'s process lock on average; with auth disabled 80-125 req/s vs 74-122 with it (inconclusive on the busy machine; the report's auth-off diagnostic repeats this every run) | py-spy lock-wait samples; A/B of `LIVENESS_AUTH_ENABLED`, alternating, 3 × 10 s each |
+
+Where the CPU goes per request (single request, in-process, 2026-11-24): JPEG decode with EXIF rotation ~2.0 ms,
 detector pre-processing 0.4 ms, RetinaFace 2.1 ms, two MiniFASNets 1.9 ms each (in parallel), crops and
 post-processing < 0.3 ms. Over HTTP each request adds ~1-3 ms of Python in the worker's event loop
 (Starlette/BentoML middleware: tracing, access log, Prometheus, request parsing). Locust shares the 2 cores.
@@ -81,29 +131,64 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in str(text).split(",") if v.strip()]
+
+
 @dataclass
 class Config:
     quick: bool
     inprocess_seconds: float
     http_seconds: float
-    users: int
+    levels: dict[str, list[int]]
+    compare_levels: list[int]
     moderate_users: int
     concurrency: list[int]
     output: Path
+    plots_dir: Path
     model_seconds: float
+    reference_seconds: float
+    reference_literal: int
+    profile_seconds: float
+    skip: set[str]
 
 
 @dataclass
 class Results:
     machine: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
     ceiling: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
-    http: list[dict[str, Any]] = field(default_factory=list)
-    batch_hist: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: list[dict[str, Any]] = field(default_factory=list)  # embedded, every endpoint and level
+    moderate: list[dict[str, Any]] = field(default_factory=list)  # paced at half peak
+    compare: list[dict[str, Any]] = field(default_factory=list)  # int8 / triton rows (variant != embedded)
+    int8_versions: dict[str, int] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # step -> why
     notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    load_end: float = 0.0
 
 
 # --------------------------------------------------------------------------- machine
+
+
+def version_of(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def triton_version() -> str:
+    """nvidia-pytriton's version in .venv-triton (without importing it here)."""
+    for meta in TRITON_VENV.glob("lib/python3*/site-packages/nvidia_pytriton-*.dist-info/METADATA"):
+        for line in meta.read_text(errors="replace").splitlines():
+            if line.startswith("Version:"):
+                return f"nvidia-pytriton {line.split(':', 1)[1].strip()} (tritonserver, Python backend)"
+    return "not installed"
 
 
 def machine_info() -> dict[str, str]:
@@ -118,20 +203,29 @@ def machine_info() -> dict[str, str]:
                 break
     except OSError:
         pass
-    try:  # never `import locust` here: it monkey-patches threading (gevent) for the whole process
-        locust_version = importlib.metadata.version("locust")
-    except importlib.metadata.PackageNotFoundError:
-        locust_version = "not installed"
+    mem = "?"
+    try:
+        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    # never `import locust` here: it monkey-patches threading (gevent) for the whole process
     return {
         "CPU": cpu,
         "Cores (os.cpu_count)": str(os.cpu_count()),
         "Usable cores (affinity)": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "?",
+        "Memory": mem,
         "Load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
+        "OpenCV": version_of("opencv-python-headless"),
+        "NumPy": version_of("numpy"),
         "BentoML": bentoml.__version__,
-        "Locust": locust_version,
+        "Locust": version_of("locust"),
+        "py-spy": version_of("py-spy"),
+        "matplotlib": version_of("matplotlib"),
+        "Triton": triton_version(),
         "Date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     }
 
@@ -146,7 +240,56 @@ def load_images() -> list[tuple[str, bool, bytes]]:
     return out
 
 
-# --------------------------------------------------------------------------- step 1: in-process
+def preflight(cfg: Config) -> None:
+    """Fail before any measurement when something the run needs is missing."""
+    problems = []
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        problems.append("matplotlib is missing: `make bench` installs requirements-bench.txt "
+                        "(or: .venv/bin/pip install -r requirements-bench.txt -c requirements.lock)")
+    if not (REPO / "model_repository" / "build_report.json").is_file():
+        problems.append("model_repository/ is not built: run `make models`")
+    if "profile" not in cfg.skip and not (BIN / "py-spy").exists():
+        problems.append(f"{BIN / 'py-spy'} missing (requirements.lock pins py-spy): run `make install`")
+    if "triton" not in cfg.skip:
+        if not (TRITON_VENV / "bin" / "python").exists():
+            problems.append(f"{TRITON_VENV} missing: run `make triton-venv` (or --skip triton)")
+        built = TRITON_REPO.parent / "repository.built"
+        sources = [REPO / "model_repository" / "build_report.json", REPO / "converters" / "triton_python.py"]
+        if not built.is_file():
+            problems.append(f"{TRITON_REPO} not built: run `make triton-repo` (or --skip triton)")
+        elif any(p.is_file() and p.stat().st_mtime > built.stat().st_mtime for p in sources):
+            problems.append(f"{TRITON_REPO} is older than model_repository/: run `make triton-repo` (or --skip triton)")
+    if "int8" not in cfg.skip:
+        for m in ANTISPOOF:
+            if not (REPO / "model_repository" / m / "2" / "model.onnx").is_file():
+                problems.append(f"model_repository/{m}/2 (INT8) missing: run `make models` (or --skip int8)")
+    if problems:
+        sys.exit("bench: cannot start:\n  - " + "\n  - ".join(problems))
+
+
+# --------------------------------------------------------------------------- step 1: reference
+
+
+def reference_pipeline(cfg: Config) -> dict[str, Any]:
+    """bench_reference.py in its own process (its thread pools and OpenCV settings stay there)."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_reference.py"), "--json",
+           "--seconds", str(cfg.reference_seconds), "--literal", str(cfg.reference_literal)]
+    log(f"reference: upstream Silent-Face pipeline, one image at a time, {cfg.reference_seconds:.0f} s")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_reference.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    w = out["warm"]
+    log(f"reference: {w['images_per_s']:.1f} images/s, p50 {w['p50_ms']:.1f} ms, p95 {w['p95_ms']:.1f} ms, "
+        f"CPU {w['cpu_pct']:.0f}%, {w['wrong']} wrong of {w['images']}")
+    if w["wrong"]:
+        raise RuntimeError(f"the reference pipeline gave {w['wrong']} wrong verdicts: {w['scores']}")
+    return out
+
+
+# --------------------------------------------------------------------------- step 2: in-process
 
 
 def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tuple[dict[str, Any], Any]:
@@ -255,12 +398,16 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
     return numbers, face
 
 
-# --------------------------------------------------------------------------- step 2: model-only
+# --------------------------------------------------------------------------- step 3: model-only
+
+
+def precision_of(version_dir: Path) -> str:
+    return "INT8" if (version_dir / "QUANTIZATION.md").is_file() else "float32"
 
 
 def model_only(cfg: Config, images: list[tuple[str, bool, bytes]], face: Any) -> list[dict[str, Any]]:
-    """Each model through onnxruntime directly (same session options as the service), on the
-    real preprocessed T1 input, batch 1 and batch 8."""
+    """Every version of each served model through onnxruntime directly (same session options as
+    the service), on the real preprocessed T1 input, batch 1 and batch 8."""
     import cv2
     import numpy as np
     import onnxruntime as ort
@@ -281,36 +428,39 @@ def model_only(cfg: Config, images: list[tuple[str, bool, bytes]], face: Any) ->
     rows = []
     for name, x1 in inputs.items():
         mcfg = repo[name]
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = settings.ort_intra_op_threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(mcfg.model_file(mcfg.latest)), opts, providers=["CPUExecutionProvider"])
-        feed_name = sess.get_inputs()[0].name
-        for batch in (1, 8):
-            if batch > max(1, mcfg.max_batch_size):
-                continue
-            x = np.ascontiguousarray(np.repeat(x1, batch, axis=0))
-            for _ in range(3):
-                sess.run(None, {feed_name: x})
-            times = []
-            stop = time.perf_counter() + cfg.model_seconds
-            while time.perf_counter() < stop or len(times) < 5:
-                t0 = time.perf_counter()
-                sess.run(None, {feed_name: x})
-                times.append(time.perf_counter() - t0)
-            med = statistics.median(times)
-            rows.append({
-                "model": name, "batch": batch, "input": "x".join(str(d) for d in x.shape),
-                "runs": len(times), "ms_per_call": med * 1000, "ms_per_image": med * 1000 / batch,
-                "images_per_s": batch / med,
-            })
-            log(f"model-only: {name} batch {batch}: {med * 1000:.2f} ms/call, {batch / med:.0f} images/s")
-        del sess
+        for version in mcfg.versions:
+            path = mcfg.model_file(version)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = settings.ort_intra_op_threads
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            feed_name = sess.get_inputs()[0].name
+            for batch in (1, 8):
+                if batch > max(1, mcfg.max_batch_size):
+                    continue
+                x = np.ascontiguousarray(np.repeat(x1, batch, axis=0))
+                for _ in range(3):
+                    sess.run(None, {feed_name: x})
+                times = []
+                stop = time.perf_counter() + cfg.model_seconds
+                while time.perf_counter() < stop or len(times) < 5:
+                    t0 = time.perf_counter()
+                    sess.run(None, {feed_name: x})
+                    times.append(time.perf_counter() - t0)
+                med = statistics.median(times)
+                rows.append({
+                    "model": name, "version": version, "precision": precision_of(path.parent), "batch": batch,
+                    "input": "x".join(str(d) for d in x.shape), "runs": len(times), "ms_per_call": med * 1000,
+                    "ms_per_image": med * 1000 / batch, "images_per_s": batch / med,
+                })
+                log(f"model-only: {name} v{version} ({rows[-1]['precision']}) batch {batch}: "
+                    f"{med * 1000:.2f} ms/call, {batch / med:.0f} images/s")
+            del sess
     return rows
 
 
-# --------------------------------------------------------------------------- step 3: served
+# --------------------------------------------------------------------------- served: processes
 
 
 def free_port() -> int:
@@ -354,25 +504,47 @@ def cpu_seconds_of_tree(root: int) -> float:
     return total / tick
 
 
-class Server:
-    """``bentoml serve service:Liveness`` with a throw-away key store."""
+def cpu_seconds_of(pid: int) -> float:
+    fields = _proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
-    def __init__(self, tmp: Path) -> None:
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class Server:
+    """``bentoml serve service:Liveness`` with a throw-away key store, HTTP and gRPC on free ports."""
+
+    def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.port = free_port()
+        self.grpc_port = free_port()
+        while self.grpc_port == self.port:
+            self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "LIVENESS_DB_PATH": str(tmp / "keys.sqlite3")}
+        # Never the default gRPC port 50051: other servers on this machine (tests) would share it
+        # (the gRPC server binds with SO_REUSEPORT) and take part of the load.
+        self.env["LIVENESS_GRPC_PORT"] = str(self.grpc_port)
+        self.env["LIVENESS_GRPC_HOST"] = "127.0.0.1"
         # BentoML keeps Prometheus multiprocess files in $BENTOML_HOME/prometheus_multiproc_dir and
         # wipes that folder whenever any server starts: with the shared default, other servers of
         # the same user would mix into (or reset) our /metrics.  A private home isolates them.
         self.env["BENTOML_HOME"] = str(tmp / "bentoml_home")
         self.env.pop("LIVENESS_AUTH_ENABLED", None)  # the benchmark measures the authenticated path
+        self.env.update(extra_env or {})
         self.log_path = tmp / "server.log"
         self.proc: subprocess.Popen | None = None
+        self.cpu_roots: list[int] = []  # more process trees whose CPU counts as the server's (Triton)
 
     def start(self, timeout: float = 180) -> None:
         import httpx
 
+        self.tmp.mkdir(parents=True, exist_ok=True)
         cmd = [str(BIN / "bentoml"), "serve", "service:Liveness", "--host", "127.0.0.1", "--port", str(self.port)]
         log(f"served: {' '.join(cmd[1:])} (log {self.log_path})")
         self._log = open(self.log_path, "wb")
@@ -381,6 +553,9 @@ class Server:
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if b"Application startup failed" in self.log_path.read_bytes():  # BentoML would retry forever
+                self.stop()
+                raise RuntimeError(f"the service failed to start:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     log(f"served: ready after {time.monotonic() - t0:.1f} s on port {self.port}")
@@ -396,16 +571,27 @@ class Server:
         except OSError:
             return ""
 
-    def create_key(self) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "liveness", "keys", "create", "--name", "bench", "--limit", "1000000000",
-             "--period", "total"],
-            cwd=REPO, env=self.env, capture_output=True, text=True, check=True,
-        )
+    def _cli(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "liveness", *args], cwd=REPO, env=self.env, capture_output=True,
+                             text=True, check=True)
         return out.stdout.strip().splitlines()[-1].strip()
 
+    def create_key(self) -> str:
+        return self._cli("keys", "create", "--name", "bench", "--limit", "1000000000", "--period", "total")
+
+    def create_token(self, key_name: str = "bench", ttl: int = 7200) -> str:
+        """A gRPC bearer token for ``key_name`` (docs/GRPC.md)."""
+        return self._cli("tokens", "create", "--key", key_name, "--ttl", str(ttl))
+
+    def worker_pids(self) -> list[int]:
+        """The BentoML worker processes (the Python processes below the arbiter)."""
+        if self.proc is None:
+            return []
+        return [pid for pid in process_tree(self.proc.pid)[1:] if "python" in cmdline(pid).split(" ", 1)[0]]
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds_of_tree(self.proc.pid) if self.proc else 0.0
+        roots = ([self.proc.pid] if self.proc else []) + self.cpu_roots
+        return sum(cpu_seconds_of_tree(r) for r in roots)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -464,17 +650,32 @@ def histogram_delta(before: dict, after: dict) -> dict[str, dict[str, Any]]:
         per_bucket, below = {}, 0.0
         for b in BUCKETS:
             cum = d.get(f"le={float(b)}", d.get(f"le={b}", 0))
-            per_bucket[b] = cum - below
+            per_bucket[str(b)] = cum - below
             below = cum
         result[model] = {"invocations": int(count), "rows": d.get("sum", 0), "mean": d.get("sum", 0) / count,
                          "buckets": per_bucket, "over": count - below}
     return result
 
 
+def triton_stats(http_url: str, models: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """{model: (inference_count, execution_count)} from Triton's statistics API."""
+    import httpx
+
+    out = {}
+    for model, version in models.items():
+        try:
+            r = httpx.get(f"http://{http_url}/v2/models/{model}/versions/{version}/stats", timeout=10)
+            s = r.json()["model_stats"][0]
+            out[model] = (int(s["inference_count"]), int(s["execution_count"]))
+        except Exception:  # noqa: BLE001  (a model not loaded: no row)
+            continue
+    return out
+
+
 def warm_up(url: str, key: str, images: list[tuple[str, bool, bytes]]) -> None:
     import httpx
 
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=60) as client:
         for i in range(6):
             name, live, raw = images[i % len(images)]
             r = client.post(f"{url}/liveness", json={"hash_id": key, "selfie_image": base64.b64encode(raw).decode()})
@@ -482,29 +683,77 @@ def warm_up(url: str, key: str, images: list[tuple[str, bool, bytes]]) -> None:
                 raise RuntimeError(f"warm-up request for {name} failed: {r.status_code} {r.text[:200]}")
 
 
-def run_locust(server: Server, key: str, users: int, seconds: float, label: str,
-               user_rps: float | None = None) -> dict[str, Any]:
-    prefix = server.tmp / f"locust_{label}"
-    env = {**os.environ, "LIVENESS_LOADTEST_KEY": key}
+def served_versions(url: str, key: str, raw: bytes) -> dict[str, int]:
+    """The model versions that decided one native request ({name: version})."""
+    import httpx
+
+    r = httpx.post(f"{url}/v1/liveness", headers={"X-API-Key": key}, files={"image": ("t1.jpg", raw, "image/jpeg")},
+                   timeout=60)
+    r.raise_for_status()
+    return {m["name"]: int(m["version"]) for m in r.json()["models"]}
+
+
+# --------------------------------------------------------------------------- served: one load level
+
+
+@dataclass
+class Target:
+    """A served Bento and what its Locust users need."""
+
+    server: Server
+    key: str
+    token: str = ""
+    variant: str = "embedded"  # embedded | int8 | triton
+    triton_http: str = ""  # host:port of Triton's HTTP API, for its batching statistics
+    triton_models: dict[str, int] = field(default_factory=dict)
+
+
+def run_level(t: Target, endpoint: str, users: int, seconds: float, label: str, user_rps: float | None = None,
+              during: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Locust headless, one user class, ``users`` users for ``seconds``; the row for the report.
+    ``during`` runs in a thread while Locust runs (the profiler)."""
+    user_class = ENDPOINTS[endpoint][0]
+    server = t.server
+    prefix = server.tmp / f"locust_{t.variant}_{label}_{endpoint}_{users}"
+    env = {**os.environ, "LIVENESS_LOADTEST_KEY": t.key, "LIVENESS_LOADTEST_TOKEN": t.token,
+           "LIVENESS_LOADTEST_GRPC": f"127.0.0.1:{server.grpc_port}"}
     env.pop("LIVENESS_LOADTEST_USER_RPS", None)
     env.pop("LIVENESS_LOADTEST_WAIT", None)
     if user_rps:
         env["LIVENESS_LOADTEST_USER_RPS"] = f"{user_rps:.4f}"
     cmd = [str(BIN / "locust"), "-f", "loadtests/locustfile.py", "--headless", "-u", str(users), "-r", str(users),
            "-t", f"{int(round(seconds))}s", "--csv", str(prefix), "--host", server.url, "--only-summary",
-           "--loglevel", "WARNING", "FaciaUser"]
+           "--loglevel", "WARNING", user_class]
     pace = f", paced at {user_rps:.2f} req/s per user" if user_rps else ", no wait"
-    log(f"served: locust {label}: {users} users for {seconds:.0f} s{pace}")
+    log(f"{t.variant}: {label} {endpoint} ({user_class}): {users} users for {seconds:.0f} s{pace}")
     before_hist = scrape_batch_histogram(server.url)
+    before_triton = triton_stats(t.triton_http, t.triton_models) if t.triton_http else {}
     cpu_server0 = server.cpu_seconds()
-    rus0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 120)
-    rus1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = server.worker_pids()
+    cpu_workers0 = {pid: cpu_seconds_of(pid) for pid in workers}
+    helper: threading.Thread | None = None
+    if during is not None:
+        helper = threading.Thread(target=during, daemon=True)
+    with open(f"{prefix}.log", "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if helper is not None:
+            helper.start()
+        try:
+            _, status, rusage = os.wait4(proc.pid, 0)  # the rusage of exactly this Locust process
+        except BaseException:
+            proc.kill()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if helper is not None:
+        helper.join()
     cpu_server = server.cpu_seconds() - cpu_server0
+    cpu_workers = [cpu_seconds_of(pid) - cpu_workers0[pid] for pid in workers]
     after_hist = scrape_batch_histogram(server.url)
+    after_triton = triton_stats(t.triton_http, t.triton_models) if t.triton_http else {}
     stats_file = Path(f"{prefix}_stats.csv")
     if not stats_file.is_file():
-        raise RuntimeError(f"locust wrote no CSV (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"locust wrote no CSV (exit {proc.returncode}):\n"
+                           f"{Path(f'{prefix}.log').read_text(errors='replace')[-2000:]}")
     with open(stats_file, newline="") as fh:
         agg = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
     failures = []
@@ -519,50 +768,173 @@ def run_locust(server: Server, key: str, users: int, seconds: float, label: str,
         except (KeyError, ValueError):
             return float("nan")
 
-    locust_cpu = (rus1.ru_utime + rus1.ru_stime) - (rus0.ru_utime + rus0.ru_stime)
+    triton_batch = {}
+    for model, (inf1, exe1) in after_triton.items():
+        inf0, exe0 = before_triton.get(model, (0, 0))
+        if exe1 > exe0:
+            triton_batch[model] = {"requests": inf1 - inf0, "executions": exe1 - exe0, "mean": (inf1 - inf0) / (exe1 - exe0)}
     row = {
-        "label": label, "users": users, "user_rps": user_rps, "seconds": seconds,
-        "requests": int(num("Request Count")), "failures": int(num("Failure Count")),
-        "rps": num("Requests/s"), "p50": num("50%"), "p95": num("95%"), "p99": num("99%"),
+        "variant": t.variant, "endpoint": endpoint, "label": label, "users": users, "user_rps": user_rps,
+        "seconds": seconds, "requests": int(num("Request Count")), "failures": int(num("Failure Count")),
+        # Completed requests over the level's duration (Locust's own Requests/s divides by the time to
+        # the last answer, which flatters a level that stalled at the end).
+        "rps": int(num("Request Count")) / seconds, "locust_rps": num("Requests/s"), "p50": num("50%"), "p95": num("95%"), "p99": num("99%"),
         "avg": num("Average Response Time"), "max": num("Max Response Time"),
         # Over the configured duration (the load window); Locust's includes its own start-up.
-        "server_cpu_pct": 100 * cpu_server / seconds, "locust_cpu_pct": 100 * locust_cpu / seconds,
-        "failure_lines": failures, "batch": histogram_delta(before_hist, after_hist),
+        "server_cpu_pct": 100 * cpu_server / seconds,
+        # Each BentoML worker's share of the workers' CPU: the HTTP socket is shared, and a burst of
+        # new connections tends to be accepted by one worker's event loop.
+        "worker_cpu_share": [c / sum(cpu_workers) for c in sorted(cpu_workers, reverse=True)] if sum(cpu_workers) else [],
+        "locust_cpu_pct": 100 * (rusage.ru_utime + rusage.ru_stime) / seconds,
+        "failure_lines": failures, "batch": histogram_delta(before_hist, after_hist), "triton_batch": triton_batch,
         "exit_code": proc.returncode,
     }
-    log(f"served: {label}: {row['rps']:.1f} req/s, p50 {row['p50']:.0f} ms, p95 {row['p95']:.0f} ms, "
+    log(f"{t.variant}:   {row['rps']:.1f} req/s, p50 {row['p50']:.0f} ms, p95 {row['p95']:.0f} ms, "
         f"p99 {row['p99']:.0f} ms, {row['failures']} failures / {row['requests']}; "
-        f"CPU server {row['server_cpu_pct']:.0f}%, locust {row['locust_cpu_pct']:.0f}%")
+        f"CPU server {row['server_cpu_pct']:.0f}%, locust {row['locust_cpu_pct']:.0f}%, workers "
+        + "/".join(f"{v:.0%}" for v in row["worker_cpu_share"]))
     for line in failures[:5]:
         log(f"  failure: {line}")
     return row
 
 
-def served(cfg: Config, images: list[tuple[str, bool, bytes]]) -> list[dict[str, Any]]:
-    tmp = Path(tempfile.mkdtemp(prefix="liveness-bench-"))
-    server = Server(tmp)
-    rows = []
+def peak_row(rows: list[dict[str, Any]], endpoint: str) -> dict[str, Any] | None:
+    mine = [r for r in rows if r["endpoint"] == endpoint and r["rps"] == r["rps"]]
+    return max(mine, key=lambda r: r["rps"]) if mine else None
+
+
+# --------------------------------------------------------------------------- step 4: served, embedded
+
+
+def served_embedded(cfg: Config, res: Results, images: list[tuple[str, bool, bytes]], tmp: Path) -> None:
+    server = Server(tmp / "embedded")
     try:
         server.start()
         key = server.create_key()
-        log("served: bench key created via `python -m liveness keys create`")
+        token = server.create_token()
+        log("served: key and gRPC token created via the admin CLI")
         warm_up(server.url, key, images)
-        peak = run_locust(server, key, cfg.users, cfg.http_seconds, "peak")
-        rows.append(peak)
-        # Moderate: about half the peak throughput, spread over a few paced users.
-        if peak["rps"] > 0 and peak["rps"] == peak["rps"]:
+        t = Target(server, key, token)
+        for endpoint in ("facia", "native", "grpc", "video"):
+            for users in cfg.levels[endpoint]:
+                res.sweep.append(run_level(t, endpoint, users, cfg.http_seconds, "sweep"))
+        # Compare levels the sweep did not cover (embedded side of embedded vs Triton / INT8).
+        have = {r["users"] for r in res.sweep if r["endpoint"] == "facia"}
+        for users in cfg.compare_levels:
+            if users not in have:
+                res.sweep.append(run_level(t, "facia", users, cfg.http_seconds, "sweep"))
+        # Half of each single-image endpoint's peak, spread over paced users.
+        for endpoint in ("facia", "native"):
+            peak = peak_row(res.sweep, endpoint)
+            if not peak or peak["rps"] <= 0:
+                continue
             target = peak["rps"] / 2
-            rows.append(run_locust(server, key, cfg.moderate_users, cfg.http_seconds, "moderate",
-                                   user_rps=target / cfg.moderate_users))
-        else:
-            rows.append(run_locust(server, key, 2, cfg.http_seconds, "moderate"))
+            row = run_level(t, endpoint, cfg.moderate_users, cfg.http_seconds, "half-peak",
+                            user_rps=target / cfg.moderate_users)
+            row["target_rps"] = target
+            res.moderate.append(row)
+        if "profile" not in cfg.skip:
+            try:
+                res.profile = profile_level(cfg, res, t)
+            except Exception as exc:  # noqa: BLE001  (reported; the measurements stand without it)
+                res.skipped["profile"] = f"FAILED: {str(exc).strip()[:300]}"
+                log(f"profile: FAILED: {exc}")
     finally:
         server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    return rows
 
 
-# --------------------------------------------------------------------------- step 4: report
+def profile_level(cfg: Config, res: Results, t: Target) -> dict[str, Any]:
+    """One more FACIA level at peak users with py-spy on every worker: an active pass, then --gil."""
+    import bench_profile  # benchmarks/ is on sys.path when run as a script
+
+    users = max(cfg.levels["facia"])  # the sweep's highest FACIA level: saturated, and the same every run
+    pids = t.server.worker_pids()
+    passes: dict[str, Any] = {}
+    settle = 4.0  # Locust start-up (imports, the video clip cut) before the load is on
+    each = cfg.profile_seconds
+    out_dir = t.server.tmp / "profile"
+
+    def sample() -> None:
+        time.sleep(settle)
+        files = bench_profile.record(BIN / "py-spy", pids, each, out_dir, "threads", extra=("--idle",))
+        passes["threads"] = bench_profile.summarise(files, each, drop_idle=True)
+        files = bench_profile.record(BIN / "py-spy", pids, each, out_dir, "gil", extra=("--gil",))
+        passes["gil"] = bench_profile.summarise(files, each)
+
+    log(f"profile: py-spy on workers {pids}, {each:.0f} s all threads + {each:.0f} s --gil")
+    row = run_level(t, "facia", users, settle + 2 * each + 2, "profiled", during=sample)
+    keep = REPO / ".bench" / "profile"
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(out_dir, keep, dirs_exist_ok=True)
+    return {"users": users, "workers": pids, "row": row, **passes}
+
+
+def auth_off_level(cfg: Config, res: Results, images: list[tuple[str, bool, bytes]], tmp: Path) -> dict[str, Any]:
+    """Diagnostic for the profile: the profiled FACIA load again on a Bento with LIVENESS_AUTH_ENABLED=false,
+    i.e. without the key store's three SQLite transactions per request (admit, reserve, commit)."""
+    users = res.profile.get("users") or max(cfg.levels["facia"])
+    server = Server(tmp / "auth-off", {"LIVENESS_AUTH_ENABLED": "false"})
+    try:
+        server.start()
+        warm_up(server.url, "auth-disabled", images)
+        return run_level(Target(server, "auth-disabled", variant="embedded"), "facia", users, cfg.http_seconds,
+                         "auth-off")
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- steps 5-6: INT8 and Triton
+
+
+def served_int8(cfg: Config, res: Results, images: list[tuple[str, bool, bytes]], tmp: Path) -> None:
+    d = tmp / "int8"
+    d.mkdir(parents=True, exist_ok=True)
+    policy = d / "model_policy.toml"
+    policy.write_text("".join(f'[{m}]\nmode = "pin"\nversion = 2\n\n' for m in ANTISPOOF))
+    server = Server(d, {"LIVENESS_MODEL_POLICY_FILE": str(policy)})
+    try:
+        server.start()
+        key = server.create_key()
+        warm_up(server.url, key, images)
+        res.int8_versions = served_versions(server.url, key, images[0][2])
+        log(f"int8: served versions {res.int8_versions}")
+        wrong = {m: v for m, v in res.int8_versions.items() if m in ANTISPOOF and v != 2}
+        if wrong:
+            raise RuntimeError(f"the INT8 policy was not applied: served {wrong}")
+        t = Target(server, key, variant="int8")
+        for users in cfg.compare_levels:
+            res.compare.append(run_level(t, "facia", users, cfg.http_seconds, "compare"))
+    finally:
+        server.stop()
+
+
+def served_triton(cfg: Config, res: Results, images: list[tuple[str, bool, bytes]], tmp: Path) -> None:
+    from liveness.inference.triton_server import TritonServer
+
+    d = tmp / "triton"
+    d.mkdir(parents=True, exist_ok=True)
+    triton = TritonServer(TRITON_REPO, model_control="explicit", log_path=d / "tritonserver.log", venv=TRITON_VENV)
+    log(f"triton: starting tritonserver ({TRITON_VENV}, repository {TRITON_REPO.relative_to(REPO)})")
+    seconds = triton.start(timeout=180)
+    log(f"triton: ready after {seconds:.1f} s (HTTP {triton.http_url}, gRPC {triton.grpc_url})")
+    server = Server(d, {"LIVENESS_BACKEND": "triton", "LIVENESS_TRITON_URL": triton.grpc_url,
+                        "LIVENESS_TRITON_PROTOCOL": "grpc", "LIVENESS_MODEL_REPOSITORY": str(TRITON_REPO),
+                        "LIVENESS_TRITON_VENV": str(TRITON_VENV)})
+    server.cpu_roots.append(triton.process.pid)  # Triton and its Python-backend stubs
+    try:
+        server.start()
+        key = server.create_key()
+        warm_up(server.url, key, images)
+        versions = served_versions(server.url, key, images[0][2])
+        t = Target(server, key, variant="triton", triton_http=triton.http_url, triton_models=versions)
+        for users in cfg.compare_levels:
+            res.compare.append(run_level(t, "facia", users, cfg.http_seconds, "compare"))
+    finally:
+        server.stop()
+        triton.stop()
+
+
+# --------------------------------------------------------------------------- report
 
 
 def table(headers: list[str], rows: list[list[Any]], align: str | None = None) -> str:
@@ -573,200 +945,586 @@ def table(headers: list[str], rows: list[list[Any]], align: str | None = None) -
     return "\n".join(lines)
 
 
-def f1(v: float) -> str:
-    return "n/a" if v != v else f"{v:.1f}"
+def f1(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.1f}"
 
 
-def f0(v: float) -> str:
-    return "n/a" if v != v else f"{v:.0f}"
+def f0(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.0f}"
 
 
-def render(cfg: Config, res: Results) -> str:
+def ratio(a: float | None, b: float | None) -> float:
+    return a / b if a and b and a == a and b == b else float("nan")
+
+
+def goal_status(res: Results) -> dict[str, Any]:
+    """The issue's goals per single-image HTTP endpoint: peak >= 4x the reference, p95 < 100 ms at half peak."""
+    ref = res.reference.get("warm", {}).get("images_per_s")
+    out = {}
+    for endpoint in ("facia", "native"):
+        peak = peak_row(res.sweep, endpoint)
+        half = next((r for r in res.moderate if r["endpoint"] == endpoint), None)
+        if not peak:
+            continue
+        x = ratio(peak["rps"], ref)
+        p95 = half["p95"] if half else float("nan")
+        out[endpoint] = {
+            "peak_rps": peak["rps"], "peak_users": peak["users"], "ratio": x, "needed_rps": GOAL_RATIO * ref if ref else None,
+            "ratio_met": x == x and x >= GOAL_RATIO, "half_p95": p95, "half_rps": half["rps"] if half else None,
+            "half_target": half.get("target_rps") if half else None, "p95_met": p95 == p95 and p95 < GOAL_P95_MS,
+        }
+    return out
+
+
+VARIANTS = {"embedded": "embedded, float32", "int8": "embedded, INT8 (v2 pinned)", "triton": "Triton, float32"}
+
+
+def level_rows(rows: list[dict[str, Any]], ceiling: float | None, ref: float | None,
+               by_variant: bool = False) -> list[list[Any]]:
+    out = []
+    for r in rows:
+        users = f"{r['users']}" + (f" × {r['user_rps']:.2f}/s" if r["user_rps"] else "")
+        single = r["endpoint"] != "video"
+        out.append([VARIANTS[r["variant"]] if by_variant else ENDPOINTS[r["endpoint"]][1].split(" `")[0],
+                    users, r["requests"], r["failures"], f1(r["rps"]),
+                    f"{ratio(r['rps'], ceiling):.0%}" if single and ceiling else "–",
+                    f"{ratio(r['rps'], ref):.2f}×" if single and ref else "–",
+                    f0(r["p50"]), f0(r["p95"]), f0(r["p99"]), f0(r["max"]),
+                    f"{r['server_cpu_pct']:.0f}%", split(r), f"{r['locust_cpu_pct']:.0f}%"])
+    return out
+
+
+def split(r: dict[str, Any]) -> str:
+    """The workers' CPU shares, biggest first ("52/48"); bold when one worker did nearly everything."""
+    shares = r.get("worker_cpu_share") or []
+    text = "/".join(f"{100 * v:.0f}" for v in shares) or "–"
+    return f"**{text}**" if lopsided(r) else text
+
+
+def lopsided(r: dict[str, Any]) -> bool:
+    shares = r.get("worker_cpu_share") or []
+    return len(shares) > 1 and r["users"] >= 4 and shares[0] > 0.85
+
+
+LEVEL_HEADERS = ["Endpoint", "Users", "Requests", "Failures", "Req/s", "Of ceiling", "× reference", "p50", "p95",
+                 "p99", "Max", "Server CPU", "Worker split %", "Locust CPU"]
+
+
+def render(cfg: Config, res: Results, plots: dict[str, str]) -> str:
     c = res.ceiling
+    ref = res.reference.get("warm", {})
+    ref_ips = ref.get("images_per_s")
+    ceiling = c.get("images_per_s")
+    goals = goal_status(res)
+    cores = res.machine.get("Usable cores (affinity)", "?")
     out = ["# Performance", ""]
-    out.append("_Generated by `benchmarks/bench_report.py` (`make bench`); do not edit by hand — rerun it._")
+    out.append("_Generated by `benchmarks/bench_report.py` (`make bench`) from measurements on the machine below; "
+               "do not edit by hand — rerun it. Only the profiling history near the end is hand-written._")
     out.append("")
     if cfg.quick:
-        out += ["> **Quick smoke run (`--quick`, 5 s per level):** these numbers only show that the benchmark "
-                "works; rerun `make bench` on an idle machine for representative figures.", ""]
+        out += [f"> **Quick smoke run (`--quick`, {cfg.http_seconds:.0f} s per load level, fewer levels):** these "
+                "numbers only show that the benchmark works; run `make bench` on an idle machine for representative "
+                "figures.", ""]
+    load_note = ""
+    if res.load_end and res.load_end > (os.cpu_count() or 1) * 1.2:
+        load_note = (f"> **The machine was busy:** load average {res.load_end:.1f} at the end of the run on "
+                     f"{cores} cores; other work competed for the CPU and every number here is pessimistic.")
+        out += [load_note, ""]
+
+    # ---- machine
     out += ["## Machine", "", table(["", ""], [[k, v] for k, v in res.machine.items()], "ll"), ""]
-    out += ["Locust runs on the same machine as the server and takes part of its CPU. Service settings "
-            f"(environment / `liveness.toml`): BentoML workers {c.get('workers', '?')} (`LIVENESS_WORKERS`), detector "
-            f"`{c.get('detector', '?')}`, `ort_intra_op_threads` {c.get('intra_op', '?')}, "
-            f"`inference_concurrency` {c.get('inflight', '?')}, `cpu_threads` {c.get('cpu_threads', '?')}.", ""]
+    s = res.settings
+    out += ["Everything runs on this one machine: the server, Locust (the load generator) and, for the Triton rows, "
+            "tritonserver share its cores. Service settings (environment / `liveness.toml`): BentoML workers "
+            f"{s.get('workers', '?')} (`LIVENESS_WORKERS`), detector `{s.get('detector', '?')}`, "
+            f"`ort_intra_op_threads` {s.get('intra_op', '?')}, `inference_concurrency` {s.get('inflight', '?')}, "
+            f"`cpu_threads` {s.get('cpu_threads', '?')}; model versions per `model_policy.toml` (float32 version 1). "
+            f"Run time of this report's measurements: {res.elapsed_s / 60:.1f} min.", ""]
 
+    # ---- summary and goal
     out += ["## Summary", ""]
-    peak = next((r for r in res.http if r["label"] == "peak"), None)
-    summary = [["In-process ceiling", f"{c['images_per_s']:.1f} images/s"],
-               ["In-process single request p50", f"{c['seq_p50_ms']:.1f} ms"]]
-    if peak:
-        summary += [["HTTP peak (FACIA `/liveness`)", f"{peak['rps']:.1f} req/s"],
-                    ["HTTP / in-process ceiling", f"{peak['rps'] / c['images_per_s']:.0%}"]]
+    summary = []
+    if ref_ips:
+        summary.append(["Reference Silent-Face pipeline (peer), one image at a time",
+                        f"{ref_ips:.1f} images/s, p50 {ref['p50_ms']:.1f} ms"])
+    if ceiling:
+        summary += [["In-process ceiling (our pipeline, no HTTP)", f"{ceiling:.1f} images/s"],
+                    ["In-process single request p50", f"{c['seq_p50_ms']:.1f} ms"]]
+    for endpoint, g in goals.items():
+        summary.append([f"HTTP peak, {ENDPOINTS[endpoint][1]}", f"{g['peak_rps']:.1f} req/s at {g['peak_users']} users"])
+    if "facia" in goals and ceiling:
+        summary.append(["HTTP (FACIA) / in-process ceiling", f"{goals['facia']['peak_rps'] / ceiling:.0%}"])
+    for endpoint, g in goals.items():
+        if ref_ips:
+            summary.append([f"HTTP / reference, {ENDPOINTS[endpoint][1]}", f"{g['ratio']:.2f}×"])
+        summary.append([f"p95 at half of peak, {ENDPOINTS[endpoint][1]}",
+                        f"{f0(g['half_p95'])} ms ({f1(g['half_rps'])} of {f1(g['half_target'])} req/s offered)"])
     out += [table(["", ""], summary, "lr"), ""]
+    if goals and ref_ips:
+        out += ["### The issue's goal on this machine", "",
+                f"HTTP single-image throughput ≥ {GOAL_RATIO:.0f}× the reference pipeline's images/s "
+                f"(≥ {GOAL_RATIO * ref_ips:.0f} req/s here), and p95 < {GOAL_P95_MS:.0f} ms at half of peak load.", ""]
+        rows = []
+        for endpoint, g in goals.items():
+            rows.append([ENDPOINTS[endpoint][1], f"{g['peak_rps']:.1f} req/s = {g['ratio']:.2f}×",
+                         "**met**" if g["ratio_met"] else "**not met**", f"{f0(g['half_p95'])} ms",
+                         "**met**" if g["p95_met"] else "**not met**"])
+        out += [table(["Endpoint", f"Peak vs reference (goal ≥ {GOAL_RATIO:.0f}×)", "Throughput goal",
+                       f"p95 at half peak (goal < {GOAL_P95_MS:.0f} ms)", "Latency goal"], rows, "lllll"), ""]
+        missing = [g for g in goals.values() if not g["ratio_met"]]
+        if missing:
+            best = max(goals.values(), key=lambda g: g["ratio"])
+            out += [f"The throughput goal is **not met**: the best single-image endpoint reaches {best['ratio']:.2f}× "
+                    f"the reference; {GOAL_RATIO:.0f}× would need {GOAL_RATIO * ref_ips:.0f} req/s on these "
+                    f"{cores} cores"
+                    + ((f", more than our own in-process ceiling ({ceiling:.0f} images/s, no HTTP at all): the "
+                        "pipeline's CPU per image, not only HTTP, would have to shrink"
+                        if GOAL_RATIO * ref_ips > ceiling else
+                        f", {GOAL_RATIO * ref_ips / ceiling:.0%} of our in-process ceiling ({ceiling:.0f} images/s, "
+                        "no HTTP at all)") if ceiling else "")
+                    + ". See \"Profile of this run\" for where the CPU goes.", ""]
+        if load_note:
+            out += ["(Measured on a busy machine: rerun on an idle one before drawing conclusions.)", ""]
 
-    out += ["## In-process ceiling", "",
-            "`LivenessApp(Settings(auth_enabled=False))` called directly — the service's pipeline without "
-            "HTTP, JSON or key checks — over the three dev images (T1 live, F1/F2 spoof), base64 "
-            "input as on the FACIA endpoint.", ""]
-    out += [table(["Measurement", "Value"], [
-        ["Ceiling (best concurrency level)", f"{c['images_per_s']:.1f} images/s at {c['concurrency']} tasks"],
-        [f"Single request (sequential, n={c['seq_n']}) p50 / p95", f"{c['seq_p50_ms']:.1f} / {c['seq_p95_ms']:.1f} ms"],
-        ["Sequential throughput", f"{c['seq_images_per_s']:.1f} images/s"],
-    ], "lr"), ""]
-    out += [table(["Concurrent tasks", "Duration", "Requests", "Wrong verdicts", "Images/s", "p50 ms", "p95 ms",
-                   "Process CPU", "Mean rows per model call"],
-                  [[lv["concurrency"], f"{lv['seconds']:.1f} s", lv["requests"], lv["wrong"],
-                    f"{lv['images_per_s']:.1f}", f"{lv['conc_p50_ms']:.0f}", f"{lv['conc_p95_ms']:.0f}",
-                    f"{lv['cpu_pct']:.0f}%", ", ".join(f"{m} {v:.2f}" for m, v in lv["batch_mean"].items())]
-                   for lv in c["levels"]], "r" * 8 + "l"), ""]
-    out += ["Process CPU is percent of one core (all threads of the benchmark process).", ""]
-
-    out += ["## HTTP (served Bento, Locust)", "",
-            "`bentoml serve service:Liveness`, Locust headless with `FaciaUser` (POST `/liveness`, JSON + "
-            "base64, real key from the admin CLI). A response counts as a failure if its status is not 201 "
-            "or its verdict is wrong. Latencies in ms. The moderate level paces its users so that the "
-            "offered load is about half the peak throughput.", ""]
-    rows = []
-    for r in res.http:
-        users = f"{r['users']}" + (f" × {r['user_rps']:.2f}/s" if r["user_rps"] else " (no wait)")
-        ratio = r["rps"] / c["images_per_s"] if c.get("images_per_s") else float("nan")
-        rows.append([r["label"], users, f"{r['seconds']:.0f} s", r["requests"], r["failures"], f1(r["rps"]),
-                     f"{ratio:.0%}", f0(r["p50"]), f0(r["p95"]), f0(r["p99"]), f0(r["max"]),
-                     f"{r['server_cpu_pct']:.0f}%", f"{r['locust_cpu_pct']:.0f}%"])
-    out += [table(["Level", "Users", "Duration", "Requests", "Failures", "Req/s", "Of ceiling", "p50", "p95",
-                   "p99", "Max", "Server CPU", "Locust CPU"], rows), ""]
-    out += ["CPU columns are CPU seconds over the load duration, as percent of one core (the machine has "
-            f"{res.machine.get('Cores (os.cpu_count)', '?')} cores); Locust's includes its start-up.", ""]
-    fails = [line for r in res.http for line in r["failure_lines"]]
+    # ---- per endpoint vs concurrency
+    out += ["## Throughput and latency per endpoint versus concurrency", "",
+            "Served Bento (`bentoml serve service:Liveness`, embedded ONNX Runtime backend, authenticated with a real "
+            "key from the admin CLI; gRPC with a token from `liveness tokens create`). Locust headless "
+            "(`loadtests/locustfile.py`), one user class at a time, users without wait time (closed loop: each "
+            f"user sends its next request when the previous answer arrives), {cfg.http_seconds:.0f} s per level. "
+            "A response is a failure if its status or its verdict is wrong (T1 live, F1/F2 spoof, the video alive). "
+            "Latencies in ms (Locust's percentiles). *Of ceiling*: req/s over the in-process ceiling; "
+            "*× reference*: req/s over the reference pipeline's images/s. The video endpoint's unit is one 4 s clip "
+            "(about 8 frames analysed before early stopping).", ""]
+    for name in ("throughput", "latency"):
+        if name in plots:
+            out += [f"![{name} versus users]({plots[name]})", ""]
+    out += [table(LEVEL_HEADERS, level_rows(res.sweep, ceiling, ref_ips), "l" + "r" * 13), ""]
+    out += ["CPU columns: CPU seconds over the level's duration as percent of one core (the machine has "
+            f"{cores}); Locust's includes its start-up (importing the locustfile cuts the video clip). *Worker split*: "
+            "each BentoML worker's share of the workers' CPU over the level, biggest first. The HTTP workers share one "
+            "listening socket, so a keep-alive connection stays with the worker that accepted it; **bold** marks a "
+            "level (4+ users) where one worker did more than 85% of the work and the other mostly idled "
+            "(gRPC channels are spread by the kernel: each worker binds its own SO_REUSEPORT socket).", ""]
+    fails = [f"{r['endpoint']} {r['users']} users: {line}" for r in res.sweep + res.moderate + res.compare
+             for line in r["failure_lines"]]
     if fails:
         out += ["Failures:", ""] + [f"- `{line}`" for line in fails[:20]] + [""]
 
+    # ---- half peak
+    if res.moderate:
+        out += ["## Half of peak load", "",
+                f"Each single-image endpoint again, its {cfg.moderate_users} users paced (Locust "
+                "`constant_throughput`) so that the offered load is half the endpoint's peak throughput above. "
+                "If the server cannot keep the pace, *Req/s* falls below *Offered*.", ""]
+        rows = []
+        for r in res.moderate:
+            rows.append([ENDPOINTS[r["endpoint"]][1], f"{r['users']} × {r['user_rps']:.2f}/s",
+                         f1(r.get("target_rps")), f1(r["rps"]), r["requests"], r["failures"], f0(r["p50"]),
+                         f0(r["p95"]), f0(r["p99"]), f0(r["max"]), f"{r['server_cpu_pct']:.0f}%"])
+        out += [table(["Endpoint", "Users", "Offered req/s", "Req/s", "Requests", "Failures", "p50", "p95", "p99",
+                       "Max", "Server CPU"], rows, "l" + "r" * 10), ""]
+
+    # ---- reference
+    if res.reference:
+        w = res.reference["warm"]
+        out += ["## The peer: reference Silent-Face pipeline", "",
+                "`benchmarks/bench_reference.py`: the upstream Silent-Face-Anti-Spoofing demo's steps (`test.py`), "
+                "one image at a time, in-process, on the same three dev images and the same cores: decode, "
+                "`check_image` (3:4), `Detection.get_bbox` (RetinaFace Caffe through OpenCV's Caffe importer, "
+                "`converters/reference.py`), then per model `CropImage.crop` (80x80), upstream's `ToTensor`, batch 1, "
+                "forward, softmax; softmaxes summed, argmax. **The MiniFASNets run as the upstream ONNX exports "
+                "(`MiniFASNetV2.onnx`, `MiniFASNetV1SE.onnx`, the same weights as the `.pth`, max logit difference "
+                "2.4e-6) with onnxruntime at batch 1, sequentially, not with PyTorch**: PyPI's Linux `torch` wheel "
+                "pulls gigabytes of CUDA wheels, too heavy for a bench-only requirement; ONNX Runtime at batch 1 "
+                "is at least as fast as eager PyTorch for these tiny nets, so this does not handicap the peer. "
+                f"Threads: OpenCV {res.reference.get('cv2_threads')}, onnxruntime intra-op "
+                f"{res.reference.get('ort_intra_op_threads')}; upstream's torch also uses every core. "
+                "*warm*: models loaded once (the peer for every ratio in this report); *demo-literal*: as `test.py` "
+                "literally runs, the detector and each model's weights reloaded for every image (information only).",
+                ""]
+        rows = [["warm (the peer)", w["images"], f"{w['images_per_s']:.1f}", f"{w['p50_ms']:.1f}", f"{w['p95_ms']:.1f}",
+                 f"{w['p99_ms']:.1f}", f"{w['cpu_pct']:.0f}%", w["wrong"]]]
+        lit = res.reference.get("literal")
+        if lit:
+            rows.append(["demo-literal (reload per image)", lit["images"], f"{lit['images_per_s']:.1f}",
+                         f"{lit['p50_ms']:.1f}", f"{lit['p95_ms']:.1f}", "–", "–", lit["wrong"]])
+        out += [table(["Variant", "Images", "Images/s", "p50 ms", "p95 ms", "p99 ms", "Process CPU", "Wrong verdicts"],
+                      rows), ""]
+        st = w["steps_ms"]
+        out += [f"Median per image (warm): decode {st['decode']:.1f} ms, detect {st['detect']:.1f} ms, two "
+                f"MiniFASNets {st['classify']:.1f} ms. Scores: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in w["scores"].items())
+                + " (upstream's score of the winning class; T1 live, F1/F2 spoof).", ""]
+        rows = []
+        if ceiling:
+            rows.append(["Our pipeline in-process, one request at a time", f"{c['seq_images_per_s']:.1f}",
+                         f"{ratio(c['seq_images_per_s'], w['images_per_s']):.2f}×"])
+            rows.append(["Our pipeline in-process ceiling (concurrent)", f"{ceiling:.1f}",
+                         f"{ratio(ceiling, w['images_per_s']):.2f}×"])
+        for endpoint in ("facia", "native", "grpc"):
+            p = peak_row(res.sweep, endpoint)
+            if p:
+                rows.append([f"HTTP peak, {ENDPOINTS[endpoint][1]}" if endpoint != "grpc" else f"{ENDPOINTS[endpoint][1]} peak",
+                             f"{p['rps']:.1f}", f"{ratio(p['rps'], w['images_per_s']):.2f}×"])
+        if rows:
+            out += [table(["", "Images/s", "Over the reference"], rows, "lrr"), ""]
+        if "comparison" in plots:
+            out += [f"![throughput comparison]({plots['comparison']})", ""]
+
+    # ---- in-process ceiling
+    if c:
+        out += ["## In-process ceiling", "",
+                "`LivenessApp(Settings(auth_enabled=False))` called directly — the service's pipeline without "
+                "HTTP, JSON or key checks — over the three dev images (T1 live, F1/F2 spoof), base64 "
+                "input as on the FACIA endpoint, in one process.", ""]
+        out += [table(["Measurement", "Value"], [
+            ["Ceiling (best concurrency level)", f"{c['images_per_s']:.1f} images/s at {c['concurrency']} tasks"],
+            [f"Single request (sequential, n={c['seq_n']}) p50 / p95", f"{c['seq_p50_ms']:.1f} / {c['seq_p95_ms']:.1f} ms"],
+            ["Sequential throughput", f"{c['seq_images_per_s']:.1f} images/s"],
+        ], "lr"), ""]
+        out += [table(["Concurrent tasks", "Duration", "Requests", "Wrong verdicts", "Images/s", "p50 ms", "p95 ms",
+                       "Process CPU", "Mean rows per model call"],
+                      [[lv["concurrency"], f"{lv['seconds']:.1f} s", lv["requests"], lv["wrong"],
+                        f"{lv['images_per_s']:.1f}", f"{lv['conc_p50_ms']:.0f}", f"{lv['conc_p95_ms']:.0f}",
+                        f"{lv['cpu_pct']:.0f}%", ", ".join(f"{m} {v:.2f}" for m, v in lv["batch_mean"].items())]
+                       for lv in c["levels"]], "r" * 8 + "l"), ""]
+        facia_peak = peak_row(res.sweep, "facia")
+        if facia_peak:
+            out += [f"HTTP / in-process ceiling: FACIA peak {facia_peak['rps']:.1f} req/s = "
+                    f"{facia_peak['rps'] / c['images_per_s']:.0%} of the ceiling. Process CPU is percent of one core "
+                    "(all threads of the benchmark process).", ""]
+
+    # ---- batching
     out += ["## Dynamic batching (`liveness_batch_size` histogram)", "",
-            "Rows per model invocation, from the service's `/metrics` (delta over each load level).", ""]
+            "Rows per model invocation, from the service's `/metrics` (delta over each load level), embedded backend.", ""]
+    if "batch" in plots:
+        out += [f"![batch-size histogram]({plots['batch']})", ""]
     hist_rows = []
-    for r in res.http:
+    for r in res.sweep + res.moderate + res.compare:
         for model, h in sorted(r["batch"].items()):
-            hist_rows.append([r["label"], model, h["invocations"], f"{h['mean']:.2f}",
-                              *[int(h["buckets"][b]) for b in BUCKETS], int(h["over"])])
+            hist_rows.append([f"{r['variant']} {r['endpoint']} {r['users']}" + (" paced" if r["user_rps"] else ""), model,
+                              h["invocations"], f"{h['mean']:.2f}", *[int(h["buckets"][str(b)]) for b in BUCKETS],
+                              int(h["over"])])
     if hist_rows:
-        labels = ["1", "2", "3", "4", "5-6", "7-8", "9-12", "13-16", "17-24", "25-32", ">32"]
-        out += [table(["Level", "Model", "Calls", "Mean rows", *labels], hist_rows, "ll" + "r" * (len(labels) + 2)), ""]
+        out += [table(["Level (variant endpoint users)", "Model", "Calls", "Mean rows", *BUCKET_LABELS], hist_rows,
+                      "ll" + "r" * (len(BUCKET_LABELS) + 2)), ""]
     else:
         out += ["(no batch observations scraped)", ""]
 
+    # ---- Triton
+    tri = [r for r in res.compare if r["variant"] == "triton"]
+    out += ["## Embedded vs Triton backend", ""]
+    if tri:
+        out += ["The same Bento with `LIVENESS_BACKEND=triton` in front of a real `tritonserver` (nvidia-pytriton's, "
+                "from `.venv-triton`; every model in Triton's Python backend running the same `model.onnx` with "
+                "ONNX Runtime, one instance per model, Triton's dynamic batcher; gRPC between Bento and Triton), "
+                "same FACIA load. *Server CPU* includes tritonserver and its Python stubs. Embedded rows are the "
+                "sweep's rows with the same users.", ""]
+        out += [table(["Backend"] + LEVEL_HEADERS[1:], level_rows(_pair(res, tri), ceiling, ref_ips, True),
+                      "l" + "r" * 13), ""]
+        tb = [(r["users"], m, b) for r in tri for m, b in sorted(r["triton_batch"].items())]
+        if tb:
+            out += ["Triton's own batching (statistics API, requests / executions over the level): "
+                    + "; ".join(f"{u} users {m} {b['mean']:.2f}" for u, m, b in tb) + ".", ""]
+    else:
+        out += [f"(skipped: {res.skipped.get('triton', 'not run')})", ""]
+
+    # ---- INT8
+    out += ["## float32 vs INT8 model versions", ""]
+    int8_models = [m for m in res.models if m["model"] in ANTISPOOF]
+    if int8_models:
+        out += ["Model-only (onnxruntime, 1 intra-op thread as served, real T1 crop, median ms per call): MiniFASNet "
+                "version 1 is the float32 export, version 2 the INT8 build (static QDQ, `model_repository/<name>/2/"
+                "QUANTIZATION.md`).", ""]
+        rows = []
+        for name in ANTISPOOF:
+            for batch in (1, 8):
+                fp = next((m for m in int8_models if m["model"] == name and m["batch"] == batch and m["precision"] == "float32"), None)
+                q = next((m for m in int8_models if m["model"] == name and m["batch"] == batch and m["precision"] == "INT8"), None)
+                if fp and q:
+                    rows.append([name, batch, f"{fp['ms_per_call']:.2f}", f"{q['ms_per_call']:.2f}",
+                                 f"{fp['ms_per_call'] / q['ms_per_call']:.2f}×", f0(fp["images_per_s"]), f0(q["images_per_s"])])
+        out += [table(["Model", "Batch", "float32 ms", "INT8 ms", "Speed-up", "float32 images/s", "INT8 images/s"], rows), ""]
+    q8 = [r for r in res.compare if r["variant"] == "int8"]
+    if q8:
+        out += ["Served: the same Bento with a policy file pinning version 2 of both MiniFASNets "
+                "(`LIVENESS_MODEL_POLICY_FILE`; served versions checked from a response: "
+                + ", ".join(f"{m} v{v}" for m, v in sorted(res.int8_versions.items())) + "), same FACIA load; verdicts "
+                "are checked as for float32.", ""]
+        out += [table(["Models"] + LEVEL_HEADERS[1:], level_rows(_pair(res, q8), ceiling, ref_ips, True),
+                      "l" + "r" * 13), ""]
+    elif "int8" in res.skipped:
+        out += [f"(served INT8 skipped: {res.skipped['int8']})", ""]
+    if "backends" in plots:
+        out += [f"![embedded vs Triton, float32 vs INT8]({plots['backends']})", ""]
+
+    # ---- model-only
     out += ["## Model-only", "",
-            "Each ONNX model via onnxruntime directly (same session options as the service: "
-            f"{c.get('intra_op', '?')} intra-op thread(s)), real preprocessed T1 input, median of repeated runs.",
-            ""]
-    out += [table(["Model", "Batch", "Input", "ms / call", "ms / image", "Images/s"],
-                  [[m["model"], m["batch"], m["input"], f"{m['ms_per_call']:.2f}", f"{m['ms_per_image']:.2f}",
-                    f0(m["images_per_s"])] for m in res.models]), ""]
-    per_image = {(m["model"], m["batch"]): m["ms_per_image"] for m in res.models}
-    b1 = sum(v for (name, b), v in per_image.items() if b == 1)
-    if b1:
-        out += [f"Models alone at batch 1 take {b1:.1f} ms per image (detector + both classifiers); the "
-                f"in-process pipeline's single-request p50 is {c['seq_p50_ms']:.1f} ms, the rest is decode, "
-                "pre/post-processing and scheduling.", ""]
+            "Each ONNX model version via onnxruntime directly (same session options as the service: "
+            f"{s.get('intra_op', '?')} intra-op thread(s)), real preprocessed T1 input, median of repeated runs.", ""]
+    out += [table(["Model", "Version", "Precision", "Batch", "Input", "ms / call", "ms / image", "Images/s"],
+                  [[m["model"], m["version"], m["precision"], m["batch"], m["input"], f"{m['ms_per_call']:.2f}",
+                    f"{m['ms_per_image']:.2f}", f0(m["images_per_s"])] for m in res.models], "lrlrrrrr"), ""]
+    b1 = sum(m["ms_per_image"] for m in res.models if m["batch"] == 1 and m["version"] == 1)
+    if b1 and c:
+        out += [f"The served float32 models alone at batch 1 take {b1:.1f} ms per image (detector + both classifiers, "
+                f"one after the other); the in-process pipeline's single-request p50 is {c['seq_p50_ms']:.1f} ms "
+                "(the two classifiers run in parallel; the rest is decode, pre/post-processing and scheduling).", ""]
+
+    # ---- profile
+    out += render_profile(res)
     if res.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in res.notes] + [""]
+    if res.skipped:
+        out += ["Skipped steps: " + "; ".join(f"{k} ({v})" for k, v in res.skipped.items()) + ".", ""]
     out += [FINDINGS]
-    out += ["## How to reproduce", "", "```sh", "make bench                      # full run, writes docs/PERFORMANCE.md",
-            "python benchmarks/bench_report.py --quick   # 5 s smoke run",
-            "BENCH_DURATION=60 BENCH_USERS=32 make bench", "```", "",
-            "Run on an otherwise idle machine. The load test alone: start the service, create a key with "
-            "`python -m liveness keys create --name load --limit 1000000 --period total`, then "
-            "`LIVENESS_LOADTEST_KEY=<key> locust -f loadtests/locustfile.py --host http://127.0.0.1:3000`.", ""]
+    out += ["## How to reproduce", "", "```sh",
+            "make bench                               # everything (~17 min), writes docs/PERFORMANCE.md + docs/perf/",
+            "BENCH_QUICK=1 make bench                 # smoke run, ~3-5 min",
+            "BENCH_DURATION=30 BENCH_LEVELS=1,4,16,32 make bench",
+            "python benchmarks/bench_report.py --skip triton,int8   # only this script, without those steps",
+            "python benchmarks/bench_report.py --from-json .bench/results.json   # re-render the last run",
+            "python benchmarks/bench_reference.py    # the reference pipeline alone", "```", "",
+            "Run on an otherwise idle machine. `make bench` installs `requirements-bench.txt` (matplotlib) and "
+            "builds `.venv-triton` and `.triton/repository` first. The load test alone: `make loadtest "
+            "SCENARIO=FaciaUser USERS=16 DURATION=30s` (`loadtests/run.py`).", ""]
     return "\n".join(out)
+
+
+def _pair(res: Results, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each compare row preceded by the embedded sweep row with the same users (if any)."""
+    out = []
+    for r in rows:
+        emb = next((e for e in res.sweep if e["endpoint"] == r["endpoint"] and e["users"] == r["users"]), None)
+        if emb:
+            out.append({**emb, "variant": "embedded"})
+        out.append(r)
+    return out
+
+
+def render_profile(res: Results) -> list[str]:
+    p = res.profile
+    out = ["## Profile of this run (py-spy on the served workers)", ""]
+    if not p or "threads" not in p:
+        return out + [f"(skipped: {res.skipped.get('profile', 'not run')})", ""]
+    row, act, gil = p["row"], p["threads"], p.get("gil", {})
+    out += [f"During one extra FACIA level at {p['users']} users (the sweep's highest; {row['rps']:.1f} req/s while "
+            f"sampled, the sampler's own CPU included; worker split {split(row)}), `py-spy record` ran on each BentoML worker "
+            f"({len(p['workers'])}): first {act['seconds']:.0f} s over all threads (`--idle`, then samples of threads "
+            "waiting — a pool thread on its queue, `Condition.wait`, the event loop's `select` — dropped; a thread "
+            "inside ONNX Runtime or OpenCV shows as the Python line that called it), then "
+            f"{gil.get('seconds', 0):.0f} s with `--gil` (only the thread holding the GIL). Samples are put in a "
+            "category by their innermost Python frame (`benchmarks/bench_profile.py`). Raw stacks: `.bench/profile/`.",
+            ""]
+    rows = []
+    gw = {str(k): v for k, v in gil.get("workers", {}).items()}
+    for pid, w in act["workers"].items():
+        g = gw.get(str(pid))
+        rows.append([pid, f"{w['busy']:.2f}", f"{w.get('lock_waiting', 0):.2f}", f"{g['busy']:.0%}" if g else "n/a"])
+    out += [table(["Worker pid", "Threads at work (≈ cores busy)", "Threads blocked on a lock", "GIL held (share of wall time)"],
+                  rows), ""]
+    gcats = dict(gil.get("categories", []))
+    cats = dict(act["categories"])
+    names = list(cats) + [n for n in gcats if n not in cats]
+    out += [table(["Category (innermost Python frame)", "Share of working-thread samples", "Share of GIL samples"],
+                  [[n, f"{cats.get(n, 0):.1%}", f"{gcats.get(n, 0):.1%}"] for n in names], "lrr"), ""]
+    if act.get("lock_waits"):
+        out += ["Where threads waited for a lock (average number of threads blocked there, both workers):", ""]
+        out += [table(["Lock (function: line)", "Threads waiting"],
+                      [[f"`{site}`", f"{v:.2f}"] for site, v in act["lock_waits"] if v >= 0.005] or [["(none)", ""]],
+                      "lr"), ""]
+    off = p.get("auth_off")
+    on = next((r for r in res.sweep if r["endpoint"] == "facia" and r["users"] == p["users"]), None)
+    if off and on:
+        out += [f"Diagnostic: the same FACIA load ({p['users']} users) on a Bento with `LIVENESS_AUTH_ENABLED=false`, "
+                "i.e. without the key store (three SQLite transactions per request: admit, reserve, commit; the two "
+                "writes take SQLite's database-wide write lock, shared by both workers):", ""]
+        out += [table(["Key store", "Req/s", "p50", "p95", "p99", "Server CPU", "Worker split %"],
+                      [[label, f1(r["rps"]), f0(r["p50"]), f0(r["p95"]), f0(r["p99"]), f"{r['server_cpu_pct']:.0f}%",
+                        split(r)]
+                       for label, r in (("on (as measured above)", on), ("off (diagnostic only)", off))]), ""]
+    out += ["Heaviest innermost frames while holding the GIL (Python work that serialises a worker):", ""]
+    out += [table(["Function (file)", "Share of GIL samples"], [[f"`{n}`", f"{v:.1%}"] for n, v in gil.get("top", [])],
+                  "lr"), ""]
+    out += ["Heaviest innermost frames of the working threads:", ""]
+    out += [table(["Function (file)", "Share of working-thread samples"],
+                  [[f"`{n}`", f"{v:.1%}"] for n, v in act["top"]], "lr"), ""]
+    return out
 
 
 def observations(res: Results) -> list[str]:
     """A few bottleneck hints derived from the numbers (not a substitute for reading them)."""
     notes = []
     c, cores = res.ceiling, os.cpu_count() or 1
-    workers = c.get("workers", 1)
-    peak = next((r for r in res.http if r["label"] == "peak"), None)
-    if c.get("cpu_pct", 0) < 100 * min(cores, 2) * 0.75 and cores > 1:
+    workers = res.settings.get("workers", 1)
+    peak = peak_row(res.sweep, "facia")
+    if c and c.get("cpu_pct", 0) < 100 * min(cores, 2) * 0.75 and cores > 1:
         notes.append(f"The in-process ceiling is one Python process: it used {c['cpu_pct']:.0f}% of one core "
                      f"out of {cores * 100}%, so it is a per-process ceiling (GIL-bound pre/post-processing), "
                      "not the machine's.")
     if peak:
-        ratio = peak["rps"] / c["images_per_s"] if c.get("images_per_s") else 0
-        if ratio > 1:
-            why = (f"{workers} worker processes use more cores than the single in-process run" if workers > 1 else
-                   "staggered HTTP arrivals overlap the pipeline stages (and their threads) better than the "
-                   "in-process closed loop, whose tasks tend to move in lock-step batches")
-            notes.append(f"HTTP exceeds the in-process ceiling ({ratio:.0%}): {why}. Treat the ceiling as a "
-                         "reference point, not an upper bound.")
+        x = ratio(peak["rps"], c.get("images_per_s"))
+        if x == x and x > 1:
+            notes.append(f"HTTP exceeds the in-process ceiling ({x:.0%}): {workers} worker processes use more "
+                         "cores than the single in-process run. Treat the ceiling as a reference point, not an "
+                         "upper bound.")
         busy = peak["server_cpu_pct"] + peak["locust_cpu_pct"]
         if busy > 85 * cores:
-            notes.append(f"At peak the machine is CPU-saturated: server {peak['server_cpu_pct']:.0f}% + Locust "
-                         f"{peak['locust_cpu_pct']:.0f}% of {cores * 100}%; throughput is bounded by CPU work per "
-                         "request, not by waiting.")
-        elif peak["server_cpu_pct"] / workers < 115 and workers < cores:
+            notes.append(f"At the FACIA peak ({peak['users']} users) the machine is CPU-saturated: server "
+                         f"{peak['server_cpu_pct']:.0f}% + Locust {peak['locust_cpu_pct']:.0f}% of {cores * 100}%; "
+                         "throughput is bounded by CPU work per request, not by waiting.")
+        elif peak["server_cpu_pct"] / max(1, workers) < 115 and workers < cores:
             notes.append(f"At peak the server used {peak['server_cpu_pct']:.0f}% with cores idle: one Python "
                          "process (GIL) is the limit; more workers (`LIVENESS_WORKERS`) should help.")
-        if peak["locust_cpu_pct"] > 50:
-            notes.append(f"Locust used {peak['locust_cpu_pct']:.0f}% of a core on the same machine: the load "
-                         "generator takes CPU the service could use.")
-        if peak["failures"]:
-            notes.append(f"{peak['failures']} failed requests at peak (see the failure list).")
+        if peak["locust_cpu_pct"] > 30:
+            notes.append(f"Locust used {peak['locust_cpu_pct']:.0f}% of a core at the FACIA peak on the same machine: "
+                         "the load generator takes CPU the service could use, so the HTTP numbers are a lower bound.")
         for model, h in peak["batch"].items():
-            if h["mean"] > 1.5:
-                notes.append(f"Dynamic batching is active at peak: {model} averaged {h['mean']:.1f} rows per call.")
+            if h["mean"] > 1.3:
+                notes.append(f"Dynamic batching is active at the FACIA peak: {model} averaged {h['mean']:.1f} rows per call.")
                 break
+    lop = [r for r in res.sweep + res.moderate + res.compare if lopsided(r)]
+    if lop:
+        notes.append(f"{len(lop)} load level(s) ran almost entirely on one worker (bold *Worker split*: "
+                     + ", ".join(f"{r['variant']} {r['endpoint']} {r['users']} users"
+                                 + (" paced at half peak" if r["user_rps"] else "") for r in lop[:8])
+                     + "): Locust opens its keep-alive connections at once and one worker's event loop accepted "
+                     "(nearly) all of them. Such a level measures one worker, not the service: compare it with its "
+                     "neighbours.")
+    failed = sum(r["failures"] for r in res.sweep + res.moderate + res.compare)
+    if failed:
+        notes.append(f"{failed} failed requests in total (see the failure list).")
     return notes
 
 
 # --------------------------------------------------------------------------- main
 
 
-def parse_args() -> Config:
+def parse_args() -> tuple[Config, argparse.Namespace]:
+    env = os.environ.get
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="5 s per measurement (smoke run)")
-    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 30)),
+    ap.add_argument("--quick", action="store_true", default=env("BENCH_QUICK", "") not in ("", "0"),
+                    help="5 s levels and fewer of them (env BENCH_QUICK=1)")
+    ap.add_argument("--duration", type=float, default=float(env("BENCH_DURATION", 30)),
                     help="seconds per HTTP load level (env BENCH_DURATION, default 30)")
-    ap.add_argument("--users", type=int, default=int(os.environ.get("BENCH_USERS", 16)),
-                    help="Locust users at peak load (env BENCH_USERS, default 16)")
-    ap.add_argument("--moderate-users", type=int, default=int(os.environ.get("BENCH_MODERATE_USERS", 4)),
-                    help="paced users of the moderate level (env BENCH_MODERATE_USERS, default 4)")
-    ap.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "8,16,32"),
-                    help="asyncio task counts for the in-process ceiling, comma-separated; the best is the "
-                         "ceiling (env BENCH_CONCURRENCY, default 8,16,32)")
+    ap.add_argument("--levels", default=env("BENCH_LEVELS"), help="users for FACIA and native (default 1,2,4,8,16,32)")
+    ap.add_argument("--grpc-levels", default=env("BENCH_GRPC_LEVELS"), help="users for gRPC (default 1,4,16)")
+    ap.add_argument("--video-levels", default=env("BENCH_VIDEO_LEVELS"), help="users for video (default 1,2,4)")
+    ap.add_argument("--compare-levels", default=env("BENCH_COMPARE_LEVELS"),
+                    help="FACIA users for embedded vs Triton vs INT8 (default 4,16)")
+    ap.add_argument("--moderate-users", type=int, default=int(env("BENCH_MODERATE_USERS", 8)),
+                    help="paced users of the half-peak levels (env BENCH_MODERATE_USERS, default 8)")
+    ap.add_argument("--concurrency", default=env("BENCH_CONCURRENCY"),
+                    help="asyncio task counts for the in-process ceiling (default 8,16,32)")
+    ap.add_argument("--skip", default=env("BENCH_SKIP", ""), help=f"steps to leave out: {','.join(STEPS)}")
     ap.add_argument("--output", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-render a saved run (no measurement)")
     a = ap.parse_args()
-    http = 5.0 if a.quick else a.duration
-    return Config(quick=a.quick, inprocess_seconds=5.0 if a.quick else 10.0, http_seconds=http,
-                  users=a.users, moderate_users=max(1, a.moderate_users), concurrency=[int(v) for v in str(a.concurrency).split(",") if v.strip()],
-                  output=a.output, model_seconds=0.5 if a.quick else 2.0)
+    q = a.quick
+    skip = {s.strip() for s in a.skip.split(",") if s.strip()}
+    unknown = skip - set(STEPS)
+    if unknown:
+        ap.error(f"unknown --skip step(s) {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    levels = {
+        "facia": int_list(a.levels or ("1,4,16" if q else "1,2,4,8,16,32")),
+        "grpc": int_list(a.grpc_levels or ("1,8" if q else "1,4,16")),
+        "video": int_list(a.video_levels or ("1,2" if q else "1,2,4")),
+    }
+    levels["native"] = levels["facia"]
+    cfg = Config(
+        quick=q, inprocess_seconds=4.0 if q else 10.0, http_seconds=5.0 if q else a.duration, levels=levels,
+        compare_levels=int_list(a.compare_levels or ("16" if q else "4,16")), moderate_users=max(1, a.moderate_users),
+        concurrency=int_list(a.concurrency or ("8,32" if q else "8,16,32")), output=a.output,
+        plots_dir=a.output.parent / "perf", model_seconds=0.3 if q else 2.0, reference_seconds=3.0 if q else 10.0,
+        reference_literal=6 if q else 15, profile_seconds=3.0 if q else 8.0, skip=skip,
+    )
+    return cfg, a
+
+
+def write_report(cfg: Config, res: Results) -> None:
+    import bench_plots  # benchmarks/ is on sys.path when run as a script
+    from report_sections import keep_sections
+
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    files = bench_plots.make_plots(res, cfg.plots_dir, quick=cfg.quick)
+    plots = {name: os.path.relpath(path, cfg.output.parent) for name, path in files.items()}
+    for name, path in files.items():
+        log(f"plot: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    cfg.output.write_text(keep_sections(render(cfg, res, plots), cfg.output))
+    log(f"wrote {cfg.output.relative_to(REPO) if cfg.output.is_relative_to(REPO) else cfg.output}")
 
 
 def main() -> int:
-    cfg = parse_args()
+    cfg, args = parse_args()
     os.chdir(REPO)  # Settings' relative paths and liveness.toml resolve as for `make serve`
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        res = Results(**data["results"])
+        res.notes = observations(res)  # derived from the numbers: recomputed with this code
+        cfg.quick = data["config"]["quick"]
+        cfg.http_seconds = data["config"]["http_seconds"]
+        cfg.moderate_users = data["config"]["moderate_users"]
+        write_report(cfg, res)
+        return 0
+    preflight(cfg)
+    t_start = time.monotonic()
     res = Results()
     res.machine = machine_info()
     log(f"machine: {res.machine['CPU']}, {res.machine['Cores (os.cpu_count)']} cores, "
-        f"load {res.machine['Load average at start']}")
+        f"load {res.machine['Load average at start']}; HTTP levels of {cfg.http_seconds:.0f} s"
+        + (" (quick)" if cfg.quick else ""))
     images = load_images()
 
     from liveness.settings import Settings
 
     s = Settings(auth_enabled=False)
+    res.settings = {"workers": int(os.environ.get("LIVENESS_WORKERS") or os.cpu_count() or 1), "detector": s.detector,
+                    "intra_op": s.ort_intra_op_threads, "inflight": s.inference_concurrency, "cpu_threads": s.cpu_threads}
+    for step in cfg.skip:
+        res.skipped[step] = "--skip"
+    if "reference" not in cfg.skip:
+        res.reference = reference_pipeline(cfg)
     res.ceiling, face = inprocess_ceiling(cfg, images)
-    res.ceiling.update(workers=int(os.environ.get("LIVENESS_WORKERS") or os.cpu_count() or 1), detector=s.detector, intra_op=s.ort_intra_op_threads, inflight=s.inference_concurrency,
-                       cpu_threads=s.cpu_threads)
     res.models = model_only(cfg, images, face)
-    res.http = served(cfg, images)
-
+    tmp = Path(tempfile.mkdtemp(prefix="liveness-bench-"))
+    try:
+        served_embedded(cfg, res, images, tmp)
+        if "profile" not in cfg.skip and res.profile:
+            try:
+                res.profile["auth_off"] = auth_off_level(cfg, res, images, tmp)
+            except Exception as exc:  # noqa: BLE001
+                log(f"profile: the auth-off diagnostic FAILED: {exc}")
+        # A failing comparison step does not throw the rest of the run away: the report is written
+        # with the failure in it, and the exit status is 1.
+        for step, fn in (("int8", served_int8), ("triton", served_triton)):
+            if step in cfg.skip:
+                continue
+            try:
+                fn(cfg, res, images, tmp)
+            except Exception as exc:  # noqa: BLE001
+                msg = str(exc).strip().splitlines()
+                res.skipped[step] = "FAILED: " + (msg[0] if msg else type(exc).__name__)
+                log(f"{step}: FAILED: {exc}")
+                keep = REPO / ".bench" / f"{step}-failure"
+                shutil.rmtree(keep, ignore_errors=True)
+                shutil.copytree(tmp / step, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sqlite3*"))
+                log(f"{step}: its logs are kept in {keep.relative_to(REPO)}/")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res.elapsed_s = time.monotonic() - t_start
+    res.load_end = os.getloadavg()[0]
     res.notes += observations(res)
-    if os.getloadavg()[0] > (os.cpu_count() or 1) * 1.5:
-        res.notes.append(f"Load average was {os.getloadavg()[0]:.1f} at the end of the run: other work "
-                         "competed for the CPU, the numbers are pessimistic.")
-    cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    from report_sections import keep_sections  # benchmarks/ is on sys.path when run as a script
-
-    cfg.output.write_text(keep_sections(render(cfg, res), cfg.output))
-    log(f"wrote {cfg.output.relative_to(REPO) if cfg.output.is_relative_to(REPO) else cfg.output}")
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_JSON.write_text(json.dumps({"config": {k: v for k, v in asdict(cfg).items() if k in
+                                                   ("quick", "http_seconds", "moderate_users")},
+                                        "results": asdict(res)}, indent=1, default=str))
+    write_report(cfg, res)
+    log(f"done in {res.elapsed_s / 60:.1f} min")
+    failed = [k for k, v in res.skipped.items() if v.startswith("FAILED")]
+    if failed:
+        log(f"FAILED steps: {', '.join(failed)} (see the report and .bench/)")
+        return 1
     return 0
 
 

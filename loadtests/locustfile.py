@@ -323,7 +323,8 @@ T1 = next(s for s in SAMPLES if s.name == "T1")
 class GrpcUser(User):
     """gRPC LivenessDetection with the live image T1; expects SUCCEEDED and live.
 
-    One channel per user (a channel is one connection, pinned to one server worker)."""
+    One channel per user, each with its own connection (a local subchannel pool), pinned to the
+    server worker the kernel gave it (the workers share the port with SO_REUSEPORT)."""
 
     weight = 1
     wait_time = WAIT_TIME
@@ -335,8 +336,11 @@ class GrpcUser(User):
             host = urlparse(self.host or "http://127.0.0.1").hostname or "127.0.0.1"
             target = f"{host}:50051"
         self.target = target
+        # A local subchannel pool: otherwise gRPC shares one TCP connection among all channels of
+        # this process with the same target, and every user would land on the same server worker.
         self.channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20),
-                                                              ("grpc.max_receive_message_length", 64 << 20)])
+                                                              ("grpc.max_receive_message_length", 64 << 20),
+                                                              ("grpc.use_local_subchannel_pool", 1)])
         self.stub = PB2_GRPC.LivenessWebServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {GRPC_TOKEN}"),) if GRPC_TOKEN else ()
         self.request = PB2.LivenessDetectionRequest(live_images=[PB2.ImageData(image=T1.raw)])
