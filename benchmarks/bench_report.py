@@ -960,6 +960,7 @@ def ratio(a: float | None, b: float | None) -> float:
 def goal_status(res: Results) -> dict[str, Any]:
     """The issue's goals per single-image HTTP endpoint: peak >= 4x the reference, p95 < 100 ms at half peak."""
     ref = res.reference.get("warm", {}).get("images_per_s")
+    literal = res.reference.get("literal", {}).get("images_per_s")
     out = {}
     for endpoint in ("facia", "native"):
         peak = peak_row(res.sweep, endpoint)
@@ -970,7 +971,8 @@ def goal_status(res: Results) -> dict[str, Any]:
         p95 = half["p95"] if half else float("nan")
         out[endpoint] = {
             "peak_rps": peak["rps"], "peak_users": peak["users"], "ratio": x, "needed_rps": GOAL_RATIO * ref if ref else None,
-            "ratio_met": x == x and x >= GOAL_RATIO, "half_p95": p95, "half_rps": half["rps"] if half else None,
+            "ratio_met": x == x and x >= GOAL_RATIO, "ratio_literal": ratio(peak["rps"], literal),
+            "half_p95": p95, "half_rps": half["rps"] if half else None,
             "half_target": half.get("target_rps") if half else None, "p95_met": p95 == p95 and p95 < GOAL_P95_MS,
         }
     return out
@@ -1066,11 +1068,18 @@ def render(cfg: Config, res: Results, plots: dict[str, str]) -> str:
                 f"(≥ {GOAL_RATIO * ref_ips:.0f} req/s here), and p95 < {GOAL_P95_MS:.0f} ms at half of peak load.", ""]
         rows = []
         for endpoint, g in goals.items():
+            lit = g["ratio_literal"]
             rows.append([ENDPOINTS[endpoint][1], f"{g['peak_rps']:.1f} req/s = {g['ratio']:.2f}×",
-                         "**met**" if g["ratio_met"] else "**not met**", f"{f0(g['half_p95'])} ms",
-                         "**met**" if g["p95_met"] else "**not met**"])
-        out += [table(["Endpoint", f"Peak vs reference (goal ≥ {GOAL_RATIO:.0f}×)", "Throughput goal",
-                       f"p95 at half peak (goal < {GOAL_P95_MS:.0f} ms)", "Latency goal"], rows, "lllll"), ""]
+                         "**met**" if g["ratio_met"] else "**not met**",
+                         f"{lit:.1f}× ({'met' if lit == lit and lit >= GOAL_RATIO else 'not met'})" if lit == lit else "–",
+                         f"{f0(g['half_p95'])} ms", "**met**" if g["p95_met"] else "**not met**"])
+        out += [table(["Endpoint", f"Peak vs reference, models kept loaded (goal ≥ {GOAL_RATIO:.0f}×)", "Throughput goal",
+                       "Peak vs the demo as written (reloads per image)",
+                       f"p95 at half peak (goal < {GOAL_P95_MS:.0f} ms)", "Latency goal"], rows, "llllll"), "",
+                "We judge the throughput goal against the *warm* reference (its models loaded once, which is what "
+                "a service built on it would do), not against upstream's `test.py` as written, whose "
+                "`AntiSpoofPredict.predict` rebuilds each model and reloads its weights for every image: beating that "
+                "peer says little. Both ratios are shown.", ""]
         missing = [g for g in goals.values() if not g["ratio_met"]]
         if missing:
             best = max(goals.values(), key=lambda g: g["ratio"])

@@ -76,7 +76,7 @@ def _keys_list(store: KeyStore, args: argparse.Namespace) -> int:
         return 0
     headers = ["key_id", "name", "prefix", "period", "limit", "used", "revoked"]
     table = [[str(r[h]) if h != "revoked" else (r[h] or "no") for h in headers] for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(row[i]) for row in table)]) for i, h in enumerate(headers)]
     for row in [headers, *table]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0

@@ -118,3 +118,9 @@ def test_main_in_process(tmp_path, monkeypatch, capsys):
     assert RAW_KEY.match(raw)
     assert main(["keys", "usage", "n", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bucket"] == "total"
+
+
+def test_list_on_an_empty_store(tmp_path):
+    out = run_cli("keys", "list", cwd=tmp_path, db_path=tmp_path / "empty.sqlite3")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["key_id", "name", "prefix", "period", "limit", "used", "revoked"]

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+# On-premises means no phoning home: the Linux wheel's usage telemetry is off for every session.
+ort.disable_telemetry_events()
+
 from liveness.errors import MODEL_UNAVAILABLE, LivenessError
 from liveness.inference.batcher import BatchObserver, DynamicBatcher
 from liveness.inference.repository import LocalRepository, ModelConfig, ModelVersion, file_sha256
