@@ -24,6 +24,7 @@ from liveness.api.challenge_ws import challenge_ws_routes
 from liveness.api.demo import demo_routes
 from liveness.api.grpc_server import start_grpc_server, stop_grpc_server
 from liveness.api.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
+from liveness.api.spread import SpreadConnections
 from liveness.app import LivenessApp
 from liveness.challenges import ChallengeService
 from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, VIDEO_TOO_LARGE, LivenessError
@@ -410,6 +411,7 @@ def _outcome(out: Any) -> str:
 
 
 CHALLENGE_BODY_LIMIT = 64 * 1024
+Liveness.add_asgi_middleware(SpreadConnections, every=settings.http_requests_per_connection)
 Liveness.add_asgi_middleware(
     RawBodyMiddleware,
     routes={"/liveness": BODY_LIMIT, "/v1/liveness": BODY_LIMIT, "/v1/video-liveness": video_api.body_limit(settings),

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     ort_intra_op_threads: int = Field(1, ge=1)
     inference_concurrency: int = Field(2, ge=1)  # batches in flight per model
     cpu_threads: int = Field(2, ge=1)  # decode / crop worker threads
+    http_requests_per_connection: int = Field(100, ge=0)  # then Connection: close, to spread clients over workers (0: never)
 
     # Keys and quotas
     auth_enabled: bool = True
