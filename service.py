@@ -266,11 +266,7 @@ class Liveness:
             key, image = native.parse_request(body, content_type, ctx.request.headers, self.core.pipeline.limits)
             if looks_like_token(key):  # a client of an app-server session (README "Sessions")
                 out = await flows.passive_attempt(self._sessions(), key, image)
-                DECISIONS.labels(endpoint="session_passive", outcome=_outcome(out)).inc()
-                if out.error is not None:
-                    return respond(ctx, out.error.status, {**out.error.envelope(), "request_id": request_id, "session": out.view})
-                full = native.response(out.result, request_id) if out.send_results else {"request_id": request_id}
-                return respond(ctx, 200, {**full, "session": out.view})
+                return session_answer(ctx, "session_passive", out, request_id, native.response)
             result = await self.core.check_image(key, image)
         except LivenessError as err:
             DECISIONS.labels(endpoint="native", outcome=err.code).inc()
@@ -294,11 +290,7 @@ class Liveness:
                     self._sessions(), req.api_key, req.video, req.content_type,
                     return_photo=req.return_photo, return_normalized=req.return_normalized,
                 )
-                DECISIONS.labels(endpoint="session_video", outcome=_outcome(out)).inc()
-                if out.error is not None:
-                    return respond(ctx, out.error.status, {**out.error.envelope(), "request_id": request_id, "session": out.view})
-                full = video_api.video_response(out.result, request_id) if out.send_results else {"request_id": request_id}
-                return respond(ctx, 200, {**full, "session": out.view})
+                return session_answer(ctx, "session_video", out, request_id, video_api.video_response)
             result = await check_video(
                 self.core, req.api_key, req.video(), req.content_type,
                 return_photo=req.return_photo, return_normalized=req.return_normalized,
@@ -404,10 +396,16 @@ class Liveness:
         return respond(ctx, 200, payload)
 
 
-def _outcome(out: Any) -> str:
+def session_answer(ctx: bentoml.Context, endpoint: str, out: Any, request_id: str, full: Any) -> Any:
+    """A session client's answer: the attempt's error, or the endpoint's full answer only when the
+    session sends results to the client; always the session view."""
     if out.error is not None:
-        return out.error.code
-    return "live" if getattr(out.result, "is_live", getattr(out.result, "alive", False)) else "spoof"
+        DECISIONS.labels(endpoint=endpoint, outcome=out.error.code).inc()
+        return respond(ctx, out.error.status, {**out.error.envelope(), "request_id": request_id, "session": out.view})
+    live = getattr(out.result, "is_live", getattr(out.result, "alive", False))
+    DECISIONS.labels(endpoint=endpoint, outcome="live" if live else "spoof").inc()
+    body = full(out.result, request_id) if out.send_results else {"request_id": request_id}
+    return respond(ctx, 200, {**body, "session": out.view})
 
 
 CHALLENGE_BODY_LIMIT = 64 * 1024

@@ -10,9 +10,12 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+import numpy as np
 
 from liveness.errors import INTERNAL_ERROR, VERIFICATION_UNAVAILABLE, LivenessError
+from liveness.imaging import decode_image
 from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
 from liveness.keys import Credential, KeyInfo, KeyStore, Prepaid, Reservation, open_key_store
@@ -160,39 +163,45 @@ class LivenessApp:
                 self._spawn(self._shadow(prepared, route, result))
         return results
 
+    # -- face verification (liveness.recognition) ----------------------------------------------
+
+    def require_verifier(self) -> Any:
+        if self.verifier is None:
+            raise LivenessError(VERIFICATION_UNAVAILABLE, "Face verification is not enabled on this server.")
+        return self.verifier
+
+    async def decode_bgr(self, data: bytes) -> np.ndarray:
+        """Decode (limits, EXIF orientation) in the CPU pool, as the pipeline does."""
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(self.executor, decode_image, data, self.pipeline.limits)).bgr
+
+    def recognition_versions(self, versions: Mapping[str, int]) -> list[dict[str, object]]:
+        """The verification models' versions among ``versions``, as answers report them."""
+        return [self.backend.version_info(m, versions[m]).as_dict()
+                for m in self.settings.verification_models if m in versions]
+
     async def compare_faces(self, credential: Credential, images: Callable[[], tuple[bytes, bytes]]) -> dict:
         """``POST /v1/verify``: are two images the same person?  Both must hold exactly one face
         before the one unit is charged; errors name the image (``details["field"]``)."""
-        from liveness.imaging import decode_image
-
-        if self.verifier is None:
-            raise LivenessError(VERIFICATION_UNAVAILABLE, "Face verification is not enabled on this server.")
+        verifier = self.require_verifier()
         info = await self.admit(credential)
         await self.routing.refresh()
         versions = self.routing.router.route(info.key_id if info else None).primary
-        loop = asyncio.get_running_loop()
         templates = []
         for name, data in zip(("image1", "image2"), images()):
             try:
-                bgr = (await loop.run_in_executor(self.executor, decode_image, data, self.pipeline.limits)).bgr
-                templates.append(await self.verifier.reference(bgr, versions))
+                templates.append(await verifier.reference(await self.decode_bgr(data), versions))
             except LivenessError as e:
                 e.details.setdefault("field", name)
                 raise
         async with self.charge(credential):
-            r = self.verifier.match(templates[0].embedding, templates[1].embedding)
+            r = verifier.match(templates[0].embedding, templates[1].embedding)
         return {
             "is_identical": bool(r.is_identical),
             "match_confidence": round(float(r.match_confidence), 4),
             "threshold": self.settings.verify_threshold,
-            "faces": [
-                {"face_rectangle": {"top": round(t.face.y), "left": round(t.face.x), "width": round(t.face.w),
-                                    "height": round(t.face.h)},
-                 "quality_for_recognition": t.quality.level, "reasons": list(t.quality.reasons)}
-                for t in templates
-            ],
-            "models": [self.backend.version_info(m, versions[m]).as_dict()
-                       for m in self.settings.verification_models if m in versions],
+            "faces": [t.describe() for t in templates],
+            "models": self.recognition_versions(versions),
         }
 
     async def _shadow(self, prepared: PreparedFace, route: Route, result: LivenessResult) -> None:

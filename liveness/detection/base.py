@@ -28,6 +28,10 @@ class Face:
     def bbox(self) -> tuple[float, float, float, float]:
         return (self.x, self.y, self.w, self.h)
 
+    def rectangle(self) -> dict[str, int]:
+        """Whole pixels, in the top/left/width/height shape Azure Face answers with."""
+        return {"top": round(self.y), "left": round(self.x), "width": round(self.w), "height": round(self.h)}
+
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "x": round(float(self.x), 1),

@@ -54,6 +54,11 @@ class FaceTemplate:
     detector: ModelVersion | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    def describe(self) -> dict[str, object]:
+        """What an answer may say about the face (``verify_image``, ``/v1/verify``): no embedding."""
+        return {"face_rectangle": self.face.rectangle(), "quality_for_recognition": self.quality.level,
+                "reasons": list(self.quality.reasons)}
+
 
 @dataclass(frozen=True)
 class VerifyResult:

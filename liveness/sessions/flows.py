@@ -4,7 +4,6 @@ against the session's reference face.  Adapters format what these return."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import statistics
@@ -15,7 +14,7 @@ import numpy as np
 
 from liveness.detection.base import Face
 from liveness.errors import NO_FACE, LivenessError
-from liveness.imaging import decode_image, sniff_format
+from liveness.imaging import sniff_format
 from liveness.pipeline import LivenessResult
 from liveness.sessions import model as M
 from liveness.sessions.service import AttemptResult, Grant, SessionService, digest
@@ -38,14 +37,6 @@ class Outcome:
         return "result" in self.view or "error" in self.view
 
 
-async def _decode_bgr(service: SessionService, data: bytes) -> np.ndarray:
-    app = service.app
-    loop = asyncio.get_running_loop()
-    # Decoded again for the verifier (same decoder, same EXIF orientation, so the liveness face box
-    # applies): the passive path does not keep pixels around, and verify sessions are the minority.
-    return (await loop.run_in_executor(app.executor, decode_image, data, app.pipeline.limits)).bgr
-
-
 async def _fail(service: SessionService, grant: Grant, err: LivenessError) -> Outcome:
     view = await service.finish(grant, error=err)  # re-raises our own (5xx) errors after releasing
     return Outcome(view, error=err)
@@ -56,7 +47,7 @@ async def passive_attempt(service: SessionService, token: str, image: Callable[[
     try:
         data = image()
         result: LivenessResult = await service.app.check_image(grant.credential, data)
-        verify = await service.verify_probe(grant, await _decode_bgr(service, data), result.face) if grant.params.verify else None
+        verify = await service.verify_probe(grant, await service.app.decode_bgr(data), result.face) if grant.params.verify else None
     except LivenessError as err:
         return await _fail(service, grant, err)
     except BaseException:
@@ -89,7 +80,7 @@ async def video_attempt(
             face = Face(float(left), float(top), float(right - left), float(bottom - top), score=1.0)
         verify = None
         if grant.params.verify and best is not None and best.photo_jpeg is not None:
-            verify = await service.verify_probe(grant, await _decode_bgr(service, best.photo_jpeg), face)
+            verify = await service.verify_probe(grant, await service.app.decode_bgr(best.photo_jpeg), face)
     except LivenessError as err:
         return await _fail(service, grant, err)
     except BaseException:
@@ -151,9 +142,10 @@ async def challenge_process(service: SessionService, token: str, challenge_id: A
 async def challenge_complete(service: SessionService, token: str, challenge_id: Any) -> Outcome:
     grant = await service.resume(token, challenge_id)
     out = await service_challenges(service).complete(grant.credential, challenge_id)
+    stored = await service.attempt(grant)  # one read: verify samples and the frames' digest chain
     verify = None
     if grant.params.verify:
-        samples = await service.samples(grant)
+        samples = list(stored.get("verify_samples", []))
         confidence = statistics.median(samples) if samples else 0.0
         verify = {"is_identical": bool(samples) and confidence >= service.settings.verify_threshold,
                   "match_confidence": round(confidence, 4), "frames": len(samples)}
@@ -163,7 +155,8 @@ async def challenge_complete(service: SessionService, token: str, challenge_id: 
         decision=M.REALFACE if out["passed"] else M.SPOOFFACE, score=out.get("passive_score"),
         threshold=out["threshold"], face=None,
         models=[{"name": k, "version": v} for k, v in out["model_versions"].items()],
-        digest=await service.frames_digest(grant), reasons=tuple(out.get("reasons", ())), verify=verify,
+        digest="sha256:" + stored.get("frames_sha256", hashlib.sha256(b"").hexdigest()),
+        reasons=tuple(out.get("reasons", ())), verify=verify,
     )
     view = await service.finish(grant, result=attempt, image=image)
     return Outcome(view, out)

@@ -42,10 +42,8 @@ from liveness.errors import (
     SESSION_TOKEN_EXPIRED,
     TOKEN_MODE_MISMATCH,
     TOO_MANY_FAILED_ATTEMPTS,
-    VERIFICATION_UNAVAILABLE,
     LivenessError,
 )
-from liveness.imaging import decode_image
 from liveness.keys import Credential, Prepaid
 from liveness.sessions import model as M
 from liveness.sessions.model import SessionParams, SessionRecord, iso
@@ -61,11 +59,6 @@ CAS_RETRIES = 8
 
 def _not_found() -> LivenessError:
     return LivenessError(SESSION_NOT_FOUND, "No such session for this API key.")
-
-
-def face_rectangle(face: Face) -> dict[str, int]:
-    return {"top": int(round(face.y)), "left": int(round(face.x)), "width": int(round(face.w)),
-            "height": int(round(face.h))}
 
 
 def digest(data: bytes) -> str:
@@ -91,6 +84,11 @@ class Grant:
         return Prepaid(self.key_id, self.session_id)
 
 
+def _grant(rec: SessionRecord, attempt_id: int, now: float) -> Grant:
+    return Grant(rec.session_id, rec.key_id, rec.params, attempt_id, now, reference=rec.reference,
+                 reference_version=rec.state.get("reference_version"))
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     decision: str  # realface | spoofface
@@ -107,7 +105,7 @@ class AttemptResult:
             "decision": self.decision,
             "score": None if self.score is None else round(self.score, 6),
             "threshold": self.threshold,
-            "target_face_rectangle": face_rectangle(self.face) if self.face is not None else None,
+            "target_face_rectangle": self.face.rectangle() if self.face is not None else None,
             "model_versions": self.models,
             "latency_ms": round(latency_ms, 1),
             "digest": self.digest,
@@ -187,12 +185,6 @@ class SessionService:
                 {"retry_after": retry},
             )
 
-    def _verifier(self) -> Any:
-        verifier = getattr(self.app, "verifier", None)
-        if verifier is None:
-            raise LivenessError(VERIFICATION_UNAVAILABLE, "Face verification is not enabled on this server.")
-        return verifier
-
     async def _versions(self, key_id: str) -> dict[str, int]:
         await self.app.routing.refresh()
         return dict(self.app.routing.router.route(key_id).primary)
@@ -202,28 +194,21 @@ class SessionService:
     async def reference(self, image: bytes, key_id: str) -> tuple[bytes, dict[str, Any], int]:
         """A reference image -> (embedding bytes, verify_image info).  NO_FACE / MULTIPLE_FACES
         name the field; nothing about the image is kept but the embedding."""
-        verifier = self._verifier()
-        loop = asyncio.get_running_loop()
-        bgr = (await loop.run_in_executor(self.app.executor, decode_image, image, self.app.pipeline.limits)).bgr
+        verifier = self.app.require_verifier()
         try:
-            template = await verifier.reference(bgr, await self._versions(key_id))
+            template = await verifier.reference(await self.app.decode_bgr(image), await self._versions(key_id))
         except LivenessError as e:
             e.details.setdefault("field", "verify_image")
             raise
-        q = template.quality
-        info = {
-            "face_rectangle": face_rectangle(template.face),
-            "quality_for_recognition": q.level,
-            "reasons": list(q.reasons),
-        }
-        return np.asarray(template.embedding, np.float32).tobytes(), info, int(template.model.version)
+        return np.asarray(template.embedding, np.float32).tobytes(), template.describe(), int(template.model.version)
 
     async def verify_probe(self, grant: Grant, bgr: np.ndarray, target: Face | None) -> dict[str, Any] | None:
-        """The live face against the session's reference: {is_identical, match_confidence,
-        similarity}; None when the verifier finds no face where the liveness check found one."""
+        """The live face against the session's reference: {is_identical, match_confidence} (with
+        ``reason`` when the verifier finds no face where the liveness check found one); None
+        without a reference."""
         if grant.reference is None:
             return None
-        verifier = self._verifier()
+        verifier = self.app.require_verifier()
         versions = await self._versions(grant.key_id)
         if grant.reference_version is not None:
             versions[verifier.model_names[-1]] = grant.reference_version
@@ -235,9 +220,7 @@ class SessionService:
         return {"is_identical": bool(r.is_identical), "match_confidence": round(float(r.match_confidence), 4)}
 
     def verify_models(self, key_id: str) -> list[dict[str, Any]]:
-        versions = self.app.routing.router.route(key_id).primary
-        backend = self.app.backend
-        return [backend.version_info(m, versions[m]).as_dict() for m in self.settings.verification_models if m in versions]
+        return self.app.recognition_versions(self.app.routing.router.route(key_id).primary)
 
     # -- app server ----------------------------------------------------------------------------
 
@@ -356,8 +339,7 @@ class SessionService:
             state = {**rec.state, "attempts": [*rec.attempts, {"attempt_id": attempt_id, "status": M.RUNNING,
                                                                  "received_at": iso(now)}]}
             if await asyncio.to_thread(self.store.update, rec.with_state(state)):
-                return Grant(rec.session_id, rec.key_id, rec.params, attempt_id, now, reference=rec.reference,
-                             reference_version=rec.state.get("reference_version"))
+                return _grant(rec, attempt_id, now)
             rec = await self._session_for(token, family)
         raise LivenessError(INTERNAL_ERROR, "The session is too busy; try again.")
 
@@ -366,8 +348,7 @@ class SessionService:
         rec = await self._session_for(token, "challenge")
         for a in rec.attempts:
             if a.get("challenge_session_id") == challenge_session_id and isinstance(challenge_session_id, str):
-                return Grant(rec.session_id, rec.key_id, rec.params, a["attempt_id"], self.clock(),
-                             reference=rec.reference, reference_version=rec.state.get("reference_version"))
+                return _grant(rec, a["attempt_id"], self.clock())
         raise LivenessError(SESSION_NOT_FOUND, "No such challenge session for this session token.")
 
     async def _change_attempt(self, grant: Grant, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
@@ -403,16 +384,10 @@ class SessionService:
 
         await self._change_attempt(grant, chain)
 
-    async def frames_digest(self, grant: Grant) -> str:
-        a = await self._attempt(grant)
-        return "sha256:" + (a or {}).get("frames_sha256", hashlib.sha256(b"").hexdigest())
-
-    async def _attempt(self, grant: Grant) -> dict[str, Any] | None:
+    async def attempt(self, grant: Grant) -> dict[str, Any]:
+        """The grant's attempt as stored ({} once deleted): its verify samples, its frame digest chain."""
         rec = await asyncio.to_thread(self.store.get, grant.session_id)
-        return next((a for a in (rec.attempts if rec else []) if a["attempt_id"] == grant.attempt_id), None)
-
-    async def samples(self, grant: Grant) -> list[float]:
-        return list((await self._attempt(grant) or {}).get("verify_samples", []))
+        return next((a for a in (rec.attempts if rec else []) if a["attempt_id"] == grant.attempt_id), {})
 
     async def release(self, grant: Grant) -> None:
         """Our failure (5xx): the attempt is given back."""
