@@ -124,6 +124,19 @@ def _check(response, sample: Sample, status: int, is_live_of) -> None:
     response.success()
 
 
+def _http_failure(response, what: str, status: int) -> bool:
+    """Mark ``response`` failed (naming the error code) unless its status is ``status``."""
+    if response.status_code == status:
+        return False
+    code = ""
+    try:
+        code = f" ({response.json()['error']['code']})"
+    except Exception:
+        pass
+    response.failure(f"{what}: status {response.status_code}{code}, expected {status}")
+    return True
+
+
 class FaciaUser(HttpUser):
     """FACIA-compatible endpoint: JSON with the image in base64."""
 
@@ -226,13 +239,7 @@ class VideoUser(HttpUser):
             name="/v1/video-liveness",
             catch_response=True,
         ) as response:
-            if response.status_code != 200:
-                code = ""
-                try:
-                    code = f" ({response.json()['error']['code']})"
-                except Exception:
-                    pass
-                response.failure(f"video: status {response.status_code}{code}, expected 200")
+            if _http_failure(response, "video", 200):
                 return
             try:
                 alive = bool(response.json()["alive"])
@@ -263,13 +270,7 @@ class ChallengeUser(HttpUser):
             name=path,
             catch_response=True,
         ) as response:
-            if response.status_code != 200:
-                code = ""
-                try:
-                    code = f" ({response.json()['error']['code']})"
-                except Exception:
-                    pass
-                response.failure(f"{path}: status {response.status_code}{code}, expected 200")
+            if _http_failure(response, path, 200):
                 return None
             try:
                 out = response.json()
@@ -374,18 +375,6 @@ class GrpcUser(User):
 
 
 # --------------------------------------------------------------------------- sessions and verification
-
-
-def _http_failure(response, what: str, status: int) -> bool:
-    if response.status_code == status:
-        return False
-    code = ""
-    try:
-        code = f" ({response.json()['error']['code']})"
-    except Exception:
-        pass
-    response.failure(f"{what}: status {response.status_code}{code}, expected {status}")
-    return True
 
 
 class SessionUser(HttpUser):
