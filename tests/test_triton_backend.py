@@ -141,3 +141,79 @@ def test_unreachable_server_is_model_unavailable_quickly(repo, server):
             b.close()
 
     asyncio.run(scenario())
+
+
+def test_to_load_waits_for_another_clients_load_and_keeps_what_serves():
+    to_load = triton._to_load
+    assert to_load("m", {1}, [("m", 1, "READY")]) is None
+    assert to_load("m", {1}, []) == {1}
+    assert to_load("m", {2}, [("m", 1, "READY"), ("x", 2, "READY")]) == {1, 2}
+    assert to_load("m", {1}, [("m", 1, "LOADING")]) == set()
+    assert to_load("m", {2}, [("m", 1, "UNLOADING")]) == set()
+    assert to_load("m", {1}, [("m", 1, "UNAVAILABLE")]) == {1}
+
+
+def test_workers_loading_the_same_models_at_once_all_succeed(repo, server, http):
+    """Every worker of every replica loads its models itself, at start-up and after a Triton restart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = ["retinaface", "yunet"]
+    workers = [backend(repo, server.grpc_url) for _ in range(3)]
+    with ThreadPoolExecutor(len(workers) * len(models)) as pool:
+        done = [pool.submit(w.load_sync, m, 1) for w in workers for m in models]
+        infos = [f.result() for f in done]  # raises what a worker would have crashed on
+    assert {(i.name, i.version) for i in infos} == {(m, 1) for m in models}
+    for m in models:
+        assert ready_versions(http, m) == {1}
+
+    async def reload_together():
+        for m in models:
+            http.unload_model(m)
+        deadline = time.monotonic() + 30
+        while any(ready_versions(http, m) for m in models) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*(w._apply(m, {1}) for w in workers for m in models))
+        for m in models:
+            await workers[0]._wait_ready(m, 1)
+
+    try:
+        asyncio.run(reload_together())
+        for m in models:
+            assert ready_versions(http, m) == {1}
+    finally:
+        for m in models:
+            http.unload_model(m)
+
+
+def test_not_ready_until_every_lost_version_is_back(repo, server, http):
+    """After Triton loses a model (a restart), one model answering must not make the worker ready."""
+    b = backend(repo, server.grpc_url)
+    b.load_sync("minifasnet_v1se", 1)
+    b.load_sync("iris", 1)
+    b.mark_ready()
+    x = np.zeros((1, 3, 80, 80), np.float32)
+
+    async def scenario():
+        try:
+            await b.infer("minifasnet_v1se", x, 1)
+            assert b.ready
+            http.unload_model("iris")
+            deadline = time.monotonic() + 60
+            while b.ready and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not b.ready, "the probe never noticed iris was gone"
+            samples = []
+            while time.monotonic() < deadline:
+                await b.infer("minifasnet_v1se", x, 1)  # the other model keeps answering
+                ready = b.ready
+                samples.append((ready, 1 in ready_versions(http, "iris")))
+                if ready:
+                    break
+                await asyncio.sleep(0.02)
+            assert samples and samples[-1] == (True, True), samples[-5:]
+            assert all(iris for ready, iris in samples if ready)
+        finally:
+            b.close()
+            http.unload_model("iris")
+
+    asyncio.run(scenario())

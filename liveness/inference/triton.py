@@ -77,6 +77,20 @@ def _index_states(index: Any) -> list[tuple[str, int, str]]:
     return out
 
 
+def _to_load(model: str, wanted: set[int], states: list[tuple[str, int, str]]) -> set[int] | None:
+    """The version set to ask Triton for: ``None`` when ``wanted`` is all READY, empty while another
+    client (every worker of every replica loads for itself) is loading the model, since a second load
+    would wait for it and then reload it.  READY versions stay in the set: a load replaces the
+    version policy, and what serves may be another worker's."""
+    ready = {v for m, v, s in states if m == model and s == "READY"}
+    if wanted <= ready:
+        return None
+    loading = {v for m, v, s in states if m == model and s in ("LOADING", "UNLOADING")}
+    if loading:
+        return set()
+    return wanted | ready
+
+
 class TritonBackend:
     name = "triton"
 
@@ -190,13 +204,15 @@ class TritonBackend:
                     raise RuntimeError(f"Triton at {self.url} not ready after {STARTUP_WAIT_S:.0f}s ({last})")
                 time.sleep(0.5)
             wanted = self._wanted.get(model, set()) | {version}
-            ready = self._ready_on_server(model, _index_states(self._index_sync(client)))
-            if not wanted <= ready:
-                wanted |= ready  # never unload what is serving (another worker's versions)
-                if self.protocol == "grpc":
-                    client.load_model(model, config=self._override(model, wanted), client_timeout=LOAD_TIMEOUT_S)
-                else:
-                    client.load_model(model, config=self._override(model, wanted))
+            deadline = time.monotonic() + LOAD_TIMEOUT_S
+            while (versions := _to_load(model, wanted, _index_states(self._index_sync(client)))) is not None:
+                if versions:
+                    kwargs = {"client_timeout": LOAD_TIMEOUT_S} if self.protocol == "grpc" else {}
+                    client.load_model(model, config=self._override(model, versions), **kwargs)
+                    break
+                if time.monotonic() > deadline:  # another worker's load: wait for it, do not redo it
+                    raise RuntimeError(f"Triton: {model} still loading elsewhere after {LOAD_TIMEOUT_S:.0f}s")
+                time.sleep(0.2)
             self._wait_ready_sync(client, model, version)
             self._infer_sync(client, model, version, self._warm_input(model))
         finally:
@@ -234,13 +250,20 @@ class TritonBackend:
     def _lock(self, model: str) -> asyncio.Lock:
         return self._locks.setdefault(model, asyncio.Lock())
 
-    async def _apply(self, model: str, versions: set[int]) -> None:
-        """Make Triton serve exactly ``versions`` of ``model`` plus what it serves already."""
-        states = _index_states(await self._call("get_model_repository_index", **self._index_kwargs()))
-        ready = self._ready_on_server(model, states)
-        if versions <= ready:
-            return
-        await self._call("load_model", model, config=self._override(model, versions | ready), timeout=LOAD_TIMEOUT_S)
+    async def _apply(self, model: str, wanted: set[int]) -> None:
+        """Make Triton serve ``wanted`` versions of ``model`` plus what it serves already."""
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while True:
+            states = _index_states(await self._call("get_model_repository_index", **self._index_kwargs()))
+            versions = _to_load(model, wanted, states)
+            if versions is None:
+                return
+            if versions:
+                await self._call("load_model", model, config=self._override(model, versions), timeout=LOAD_TIMEOUT_S)
+                return
+            if time.monotonic() > deadline:  # another worker's load: wait for it, do not redo it
+                raise RuntimeError(f"Triton: {model} still loading elsewhere after {LOAD_TIMEOUT_S:.0f}s")
+            await asyncio.sleep(0.2)
 
     def _index_kwargs(self) -> dict[str, Any]:
         return {"as_json": True} if self.protocol == "grpc" else {}
@@ -320,11 +343,14 @@ class TritonBackend:
 
     async def _probe(self) -> bool:
         """Triton up and every wanted version READY; re-loads missing ones (a restarted Triton)."""
-        if not await self._call("is_server_ready", timeout=min(self.timeout, 2.0)):
+        # Live, not ready: Triton's strict readiness is false while any model loads, another
+        # worker's included; our own versions are checked one by one below.
+        if not await self._call("is_server_live", timeout=min(self.timeout, 2.0)):
             return False
         states = _index_states(await self._call("get_model_repository_index", **self._index_kwargs()))
         missing = {m: w for m, w in self._wanted.items() if not w <= self._ready_on_server(m, states)}
         if missing:
+            self._reachable = False  # requests for those versions fail until they are back
             log.warning("triton %s: re-loading %s", self.url, {m: sorted(w) for m, w in missing.items()})
 
             async def reload(model: str, versions: set[int]) -> None:
@@ -366,7 +392,8 @@ class TritonBackend:
             raise
         except Exception as e:
             raise self._failure(model, version, e) from e
-        self._reachable = True
+        # No ``_reachable = True`` here: one model answering says nothing of the others still
+        # re-loading after a Triton restart; only the probe, which checks them all, says ready.
         return [res.as_numpy(o.name) for o in cfg.outputs]
 
     def _failure(self, model: str, version: int, e: Exception) -> LivenessError:
