@@ -237,6 +237,29 @@ def test_session_expiry_stops_the_token(tmp_path):
     assert run(svc.get(None, created["session_id"]))["status"] == "Expired"
 
 
+def test_abandoned_attempt_reads_as_failed_and_stays_spent(tmp_path):
+    clock = Clock()
+    svc = _service(tmp_path, clock, challenge_session_ttl_s=120, video_decode_timeout_s=20)
+    created = run(svc.create(None, parse_params({"mode": "challenge", "max_attempts": 2}), None))
+    sid, token = created["session_id"], created["auth_token"]
+    run(svc.begin(token, "challenge"))  # the client starts a challenge and goes away
+    clock.t += 100
+    assert run(svc.get(None, sid))["attempts"][0]["status"] == "running"  # may still finish
+    clock.t += 41  # past the challenge session's lifetime: it cannot
+    view = run(svc.get(None, sid))
+    assert view["attempts"][0]["status"] == "failed"
+    assert view["attempts"][0]["error"]["code"] == "attempt_abandoned"
+    assert view["attempts_used"] == 1 and view["status"] == "Started"
+    assert run(svc.begin(token, "challenge")).attempt_id == 2  # the abandoned try is not given back
+    with pytest.raises(LivenessError) as e:
+        run(svc.begin(token, "challenge"))
+    assert e.value.code == "attempts_exhausted"
+    clock.t += 600  # the session expired: nothing still running can finish
+    view = run(svc.get(None, sid))
+    assert view["status"] == "Expired"
+    assert [a["error"]["code"] for a in view["attempts"]] == ["attempt_abandoned"] * 2
+
+
 def test_device_throttling_after_failures(tmp_path):
     from liveness.sessions.service import AttemptResult
 

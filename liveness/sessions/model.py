@@ -21,6 +21,7 @@ NOT_STARTED, STARTED, RESULT_AVAILABLE, EXPIRED = "NotStarted", "Started", "Resu
 # Attempt states
 RUNNING, DONE, ERROR = "running", "completed", "failed"
 REALFACE, SPOOFFACE = "realface", "spoofface"
+ABANDONED = "attempt_abandoned"  # the error code of a running attempt that can no longer finish
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,20 @@ class SessionRecord:
         if self.expired(now):
             return EXPIRED
         return STARTED if self.attempts else NOT_STARTED
+
+
+def settled(attempt: dict[str, Any], now: float, session_expired: bool, running_limit_s: float) -> dict[str, Any]:
+    """The attempt as the app server should read it.  A challenge whose client went away, or an
+    attempt whose worker died, stays ``running`` in the store; once it can no longer finish (the
+    session expired, or it has run longer than any attempt can) it reads as failed.  It still
+    counts against ``max_attempts``: abandoning a challenge must not buy a fresh try."""
+    if attempt.get("status") != RUNNING:
+        return attempt
+    started = datetime.fromisoformat(attempt["received_at"]).timestamp()
+    if not session_expired and now - started <= running_limit_s:
+        return attempt
+    return {**attempt, "status": ERROR, "error": {
+        "code": ABANDONED, "message": "The attempt was never completed (client gone or session expired)."}}
 
 
 def iso(t: float) -> str:

@@ -255,8 +255,11 @@ class SessionService:
 
     def view(self, rec: SessionRecord, now: float) -> dict[str, Any]:
         p = rec.params
+        # A challenge attempt cannot outlive its challenge session; nothing else runs that long.
+        limit_s = self.settings.challenge_session_ttl_s + self.settings.video_decode_timeout_s
         attempts = [
-            {k: v for k, v in a.items() if k in ("attempt_id", "status", "received_at", "result", "error")}
+            {k: v for k, v in M.settled(a, now, rec.expired(now), limit_s).items()
+             if k in ("attempt_id", "status", "received_at", "result", "error")}
             for a in rec.attempts
         ]
         latest = next((a["result"] for a in reversed(rec.attempts) if a.get("result")), None)
