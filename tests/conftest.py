@@ -35,6 +35,27 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.fixture(params=["sqlite", "mongo"])
+def store_of(request, tmp_path):
+    """``store_of(SqliteX, MongoX)``: a store of that family on a real SQLite file, then on
+    mongomock (no MongoDB server installs here); closed after the test."""
+    import mongomock
+
+    opened = []
+
+    def open_store(sqlite_cls, mongo_cls):
+        if request.param == "sqlite":
+            s = sqlite_cls(tmp_path / "db.sqlite3")  # a second call opens the same data, like a restart
+        else:
+            s = mongo_cls(mongomock.MongoClient())
+        opened.append(s)
+        return s
+
+    yield open_store
+    for s in opened:
+        s.close()
+
+
 @pytest.fixture(scope="module")
 def app(model_repository):
     """The real pipeline in-process (embedded ONNX Runtime, real models, no auth)."""

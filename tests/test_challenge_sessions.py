@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import jwt
-import mongomock
 import numpy as np
 import pytest
 
@@ -188,14 +187,9 @@ def _row(sid: str = "s1", key: str = "k1", expires: float = 100.0) -> SessionRow
     return SessionRow(sid, key, 0.0, expires, S.ACTIVE, 0, S.new_state(["blink"], 0.0))
 
 
-@pytest.fixture(params=["sqlite", "mongo"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteSessionStore(tmp_path / "db.sqlite3")
-    else:
-        s = MongoSessionStore(mongomock.MongoClient())
-    yield s
-    s.close()
+@pytest.fixture
+def store(store_of):
+    return store_of(SqliteSessionStore, MongoSessionStore)
 
 
 def test_store_cas_cap_purge_counts(store):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-import mongomock
 import numpy as np
 import pytest
 
@@ -13,14 +12,9 @@ from liveness.rollout.policy import ModelPolicy
 from liveness.rollout.store import MongoPolicyStore, SqlitePolicyStore
 
 
-@pytest.fixture(params=["sqlite", "mongo"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqlitePolicyStore(tmp_path / "p.sqlite3")
-    else:
-        s = MongoPolicyStore(mongomock.MongoClient())
-    yield s
-    s.close()
+@pytest.fixture
+def store(store_of):
+    return store_of(SqlitePolicyStore, MongoPolicyStore)
 
 
 def test_revision_records_and_persistence(store, tmp_path):
@@ -31,7 +25,7 @@ def test_revision_records_and_persistence(store, tmp_path):
     rec = store.records()["m"]
     assert rec.policy.candidate == 3 and rec.previous == 1
     if isinstance(store, SqlitePolicyStore):  # a new process sees the same state
-        again = SqlitePolicyStore(tmp_path / "p.sqlite3")
+        again = SqlitePolicyStore(tmp_path / "db.sqlite3")
         assert again.revision() == r2 and again.records()["m"].policy.mode == "canary"
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import jwt
-import mongomock
 import numpy as np
 import pytest
 
@@ -94,14 +93,9 @@ def test_token_of_another_type_is_refused():
 # ----------------------------------------------------------------------------- stores
 
 
-@pytest.fixture(params=["sqlite", "mongo"])
-def store(request, tmp_path: Path):
-    if request.param == "sqlite":
-        s = SqliteSessionStore(tmp_path / "db.sqlite3")
-    else:
-        s = MongoSessionStore(mongomock.MongoClient())
-    yield s
-    s.close()
+@pytest.fixture
+def store(store_of):
+    return store_of(SqliteSessionStore, MongoSessionStore)
 
 
 def _rec(sid: str, key: str = "k1", created: float = 1000.0, ttl: int = 600, reference: bytes | None = None) -> SessionRecord:
