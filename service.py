@@ -137,11 +137,6 @@ def current_sessions() -> SessionService | None:
     return getattr(svc, "sessions", None) if svc is not None else None
 
 
-def _error(err: LivenessError) -> JSONResponse:
-    headers = {"Retry-After": str(err.details.get("retry_after", 1))} if err.status == 503 else None
-    return JSONResponse(err.envelope(), err.status, headers=headers)
-
-
 async def challenge_status(request: Request) -> JSONResponse:
     svc = current_challenges()
     if svc is None:
@@ -150,7 +145,7 @@ async def challenge_status(request: Request) -> JSONResponse:
     try:
         return JSONResponse(await svc.status(key, request.path_params["session_id"]))
     except LivenessError as err:
-        return _error(err)
+        return JSONResponse(err.envelope(), err.status, headers=err.headers())
 
 
 async def challenge_stats(_: Request) -> JSONResponse:
@@ -194,8 +189,8 @@ def respond(ctx: bentoml.Context, status: int, payload: dict[str, Any]) -> Any:
 
 def retry_later(ctx: bentoml.Context, err: LivenessError) -> None:
     """503s (model_unavailable, not_ready) and throttling 429s tell the client when to come back."""
-    if err.status == 503 or (err.status == 429 and "retry_after" in err.details):
-        ctx.response.headers["Retry-After"] = str(err.details.get("retry_after", 1))
+    for name, value in (err.headers() or {}).items():
+        ctx.response.headers[name] = value
 
 
 def too_large(path: str, limit: int) -> dict[str, Any]:

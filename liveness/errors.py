@@ -88,6 +88,18 @@ class LivenessError(Exception):
     def status(self) -> int:
         return self.kind.status
 
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds for a ``Retry-After`` header: every 503, and the 429s that know when."""
+        if self.status == 503:
+            return int(self.details.get("retry_after", 1))
+        if self.status == 429 and "retry_after" in self.details:
+            return int(self.details["retry_after"])
+        return None
+
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
     def envelope(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:

@@ -104,10 +104,6 @@ def session_routes(get_service: Callable[[], Any]) -> list[Any]:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    def _error(err: LivenessError) -> JSONResponse:
-        headers = {"Retry-After": str(err.details.get("retry_after", 1))} if err.status in (429, 503) else None
-        return JSONResponse(err.envelope(), err.status, headers=headers)
-
     async def call(request: Request, fn: Callable[[Any, str | None], Any]) -> Response:
         svc = get_service()
         if svc is None:
@@ -117,7 +113,7 @@ def session_routes(get_service: Callable[[], Any]) -> list[Any]:
         try:
             return await fn(svc, key)
         except LivenessError as err:
-            return _error(err)
+            return JSONResponse(err.envelope(), err.status, headers=err.headers())
 
     async def list_sessions(request: Request) -> Response:
         async def fn(svc: Any, key: str | None) -> Response:
