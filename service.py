@@ -169,7 +169,7 @@ status_app = Starlette(
         Route("/status/{session_id}", challenge_status, methods=["GET"]),
         *admin_routes(current_core, lambda: settings.admin_key_sha256),
         *session_api.session_routes(current_sessions),
-        *challenge_ws_routes(current_challenges, lambda: settings.admin_key_sha256,
+        *challenge_ws_routes(current_challenges, lambda: settings.admin_key_sha256, get_sessions=current_sessions,
                              max_frame_bytes=lambda: settings.max_image_bytes,
                              min_frame_interval=1 / getattr(settings, "challenge_max_fps", 15.0)),
         *demo_routes(),
@@ -348,9 +348,7 @@ class Liveness:
         async def call() -> dict[str, Any]:
             key, doc = challenge_api.parse(body, ctx.request.headers)
             if looks_like_token(key):
-                out = await flows.challenge_complete(self._sessions(), key, doc.get("session_id"))
-                full = out.result if out.send_results else {"session_id": out.result["session_id"]}
-                return {**full, "session": out.view}
+                return flows.challenge_answer(await flows.challenge_complete(self._sessions(), key, doc.get("session_id")))
             return await self.challenges.complete(key, doc.get("session_id"))
 
         return await self._challenge_call(ctx, "challenge_complete", call)

@@ -110,6 +110,11 @@ def test_frames_while_busy_are_dropped_with_feedback():
         ({"type": "start", "api_key": "lk_good", "admin_key": "nope"}, "invalid_admin_key", CLOSE_POLICY),
         ({"type": "start", "api_key": "lk_good", "challenges": "blink"}, "invalid_request", CLOSE_POLICY),
         ({"type": "hello"}, "invalid_request", CLOSE_POLICY),
+        ({"type": "start", "api_key": "lk_good", "auth_token": "eyJ.a.b"}, "invalid_request", CLOSE_POLICY),
+        ({"type": "start", "auth_token": "eyJ.a.b", "challenges": ["blink"]}, "invalid_request", CLOSE_POLICY),
+        ({"type": "start", "auth_token": 7}, "invalid_request", CLOSE_POLICY),
+        # make_client wires no session service: sessions are off on this server
+        ({"type": "start", "auth_token": "eyJ.a.b"}, "invalid_request", CLOSE_POLICY),
     ],
 )
 def test_bad_start_gives_error_event_and_close(first, code, close):
@@ -173,3 +178,13 @@ def test_service_rate_limit_is_a_dropped_frame_not_an_error():
         assert ws.receive_json()["reason"] == "frame_too_fast"
         ws.send_bytes(b"ok")
         assert ws.receive_json()["face_detected"] is True
+
+
+def test_result_event_of_a_session_token_shows_only_what_the_session_allows():
+    from liveness.api.challenge_ws import _result_event
+
+    hidden = _result_event({"session_id": "c1", "session": {"status": "completed", "attempt_id": 1}})
+    assert hidden == {"type": "result", "session": {"status": "completed", "attempt_id": 1}}
+    shown = _result_event({"verdict": "passed", "steps_completed": 1, "verification_time": 2.0,
+                           "result_token": "t", "session": {"status": "completed"}})
+    assert shown["verdict"] == "passed" and shown["result_token"] == "t" and shown["session"]["status"] == "completed"

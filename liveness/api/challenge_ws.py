@@ -7,6 +7,8 @@ Protocol (docs in README "Challenge WebSocket"):
 
 client -> server
   1. text   {"type": "start", "api_key": "lk_...", "challenges"?: ["blink", ...], "admin_key"?: "..."}
+            or {"type": "start", "auth_token": "<session token>"} (an app-server session of mode
+            challenge[-verify]: the browser never holds the API key)
   2. binary one JPEG frame per message (~8-10 fps), any number
      text   {"type": "cancel"} ends the session (close 1000)
 
@@ -15,6 +17,8 @@ server -> client (text, JSON)
   {"type": "feedback", "face_detected", "instruction", "step_completed", "current_step", "total_steps",
    "reason", "passive_score"}                     one per frame; reason "frame_too_fast" = frame dropped
   {"type": "result", "verdict", "steps_completed", "verification_time", "result_token"}   then close 1000
+                                                  with a session token: the verdict fields only if the
+                                                  session sends results to the client, and "session"
   {"type": "error", "code", "message", "status"}  then close (see ``close_code``)
 
 Frames that arrive faster than ``min_frame_interval`` or while the previous frame is still being
@@ -45,6 +49,7 @@ from liveness.errors import (
     NOT_READY,
     LivenessError,
 )
+from liveness.sessions import flows
 
 log = logging.getLogger("liveness.challenge_ws")
 
@@ -85,7 +90,8 @@ def _admin_ok(key: str, expected_sha256: str | None) -> None:
 
 
 def parse_start(text: str) -> dict[str, Any]:
-    """Validate the first message; returns {"api_key", "challenges", "admin_key"}."""
+    """Validate the first message; returns {"api_key", "auth_token", "challenges", "admin_key"}
+    (exactly one of api_key / auth_token)."""
     if len(text.encode()) > MAX_START_BYTES:
         raise LivenessError(INVALID_REQUEST, f"The start message exceeds {MAX_START_BYTES} bytes.")
     try:
@@ -94,11 +100,14 @@ def parse_start(text: str) -> dict[str, Any]:
         raise LivenessError(INVALID_REQUEST, "The start message is not valid JSON.") from None
     if not isinstance(doc, dict) or doc.get("type") != "start":
         raise LivenessError(INVALID_REQUEST, 'The first message must be {"type": "start", "api_key": ...}.')
-    api_key = doc.get("api_key")
-    if not api_key:
-        raise LivenessError(MISSING_API_KEY, "The start message needs an api_key.")
-    if not isinstance(api_key, str):
-        raise LivenessError(INVALID_REQUEST, "'api_key' must be a string.")
+    api_key, auth_token = doc.get("api_key"), doc.get("auth_token")
+    if not api_key and not auth_token:
+        raise LivenessError(MISSING_API_KEY, "The start message needs an api_key (or a session's auth_token).")
+    if api_key and auth_token:
+        raise LivenessError(INVALID_REQUEST, "Send either api_key or auth_token, not both.")
+    for name, value in (("api_key", api_key), ("auth_token", auth_token)):
+        if value and not isinstance(value, str):
+            raise LivenessError(INVALID_REQUEST, f"'{name}' must be a string.")
     challenges = doc.get("challenges")
     if challenges is not None and (
         not isinstance(challenges, list) or not challenges or len(challenges) > MAX_CHALLENGES
@@ -108,7 +117,42 @@ def parse_start(text: str) -> dict[str, Any]:
     admin_key = doc.get("admin_key")
     if admin_key is not None and not isinstance(admin_key, str):
         raise LivenessError(INVALID_REQUEST, "'admin_key' must be a string.")
-    return {"api_key": api_key, "challenges": challenges, "admin_key": admin_key}
+    if auth_token and (challenges is not None or admin_key is not None):
+        raise LivenessError(INVALID_REQUEST, "A session token cannot choose challenges.")
+    return {"api_key": api_key or None, "auth_token": auth_token or None, "challenges": challenges,
+            "admin_key": admin_key}
+
+
+class _KeyDriver:
+    """The flow for an API key: ChallengeService charges it at completion."""
+
+    def __init__(self, service: Any, api_key: str, challenges: list[str] | None, admin: bool) -> None:
+        self.service, self.key, self.challenges, self.admin = service, api_key, challenges, admin
+
+    async def start(self) -> dict[str, Any]:
+        return await self.service.start(self.key, self.challenges, admin=self.admin)
+
+    async def process(self, session_id: str, frame: bytes) -> dict[str, Any]:
+        return await self.service.process(self.key, session_id, frame)
+
+    async def complete(self, session_id: str) -> dict[str, Any]:
+        return await self.service.complete(self.key, session_id)
+
+
+class _TokenDriver:
+    """The flow for an app-server session's token: one attempt of that session (liveness.sessions)."""
+
+    def __init__(self, sessions: Any, token: str) -> None:
+        self.sessions, self.token = sessions, token
+
+    async def start(self) -> dict[str, Any]:
+        return await flows.challenge_start(self.sessions, self.token)
+
+    async def process(self, session_id: str, frame: bytes) -> dict[str, Any]:
+        return await flows.challenge_process(self.sessions, self.token, session_id, lambda: frame)
+
+    async def complete(self, session_id: str) -> dict[str, Any]:
+        return flows.challenge_answer(await flows.challenge_complete(self.sessions, self.token, session_id))
 
 
 def _challenge_event(started: dict[str, Any]) -> dict[str, Any]:
@@ -123,18 +167,21 @@ def _feedback_event(out: dict[str, Any]) -> dict[str, Any]:
 
 def _result_event(done: dict[str, Any]) -> dict[str, Any]:
     keys = ("verdict", "steps_completed", "verification_time", "result_token")
-    return {"type": "result", **{k: done.get(k) for k in keys}}
+    event = {"type": "result", **{k: done.get(k) for k in keys}}
+    if "session" in done:  # a session token's attempt: the verdict may be for the app server only
+        event = {k: v for k, v in event.items() if k == "type" or k in done}
+        event["session"] = done["session"]
+    return event
 
 
 class _Channel:
     """One connected client: sends are serialised, frames are analysed one at a time."""
 
-    def __init__(self, ws: WebSocket, service: Any, min_frame_interval: float) -> None:
+    def __init__(self, ws: WebSocket, min_frame_interval: float) -> None:
         self.ws = ws
-        self.service = service
         self.min_frame_interval = min_frame_interval
         self.send_lock = asyncio.Lock()
-        self.credential = ""
+        self.driver: _KeyDriver | _TokenDriver | None = None
         self.session_id = ""
         self.state: dict[str, Any] = {}       # last known instruction / step, for dropped frames
         self.last_frame_at = float("-inf")
@@ -147,13 +194,9 @@ class _Channel:
             if self.ws.application_state == WebSocketState.CONNECTED:
                 await self.ws.send_text(json.dumps(event))
 
-    async def start(self, start: dict[str, Any], admin_key_sha256: str | None) -> None:
-        admin = False
-        if start["admin_key"] is not None:
-            _admin_ok(start["admin_key"], admin_key_sha256)
-            admin = True
-        self.credential = start["api_key"]
-        started = await self.service.start(self.credential, start["challenges"], admin=admin)
+    async def start(self, driver: _KeyDriver | _TokenDriver) -> None:
+        self.driver = driver
+        started = await driver.start()
         self.session_id = started["session_id"]
         self.state = {k: started.get(k) for k in ("instruction", "current_step", "total_steps")}
         await self.send(_challenge_event(started))
@@ -178,7 +221,7 @@ class _Channel:
     async def _analyse(self, data: bytes) -> None:
         try:
             try:
-                out = await self.service.process(self.credential, self.session_id, data)
+                out = await self.driver.process(self.session_id, data)
             except LivenessError as err:
                 if err.code != FRAME_TOO_FAST:  # the service's own rate limit: drop, don't fail
                     raise
@@ -187,7 +230,7 @@ class _Channel:
             self.state = {k: out.get(k, self.state.get(k)) for k in ("instruction", "current_step", "total_steps")}
             await self.send(_feedback_event(out))
             if out.get("verification_complete") or out.get("verification_failed"):
-                done = await self.service.complete(self.credential, self.session_id)
+                done = await self.driver.complete(self.session_id)
                 await self.send(_result_event(done))
                 self.finished.set()
         except BaseException as e:  # noqa: BLE001 - handed to the receive loop, which reports it
@@ -223,10 +266,23 @@ async def _fail(ws: WebSocket, err: LivenessError, send_lock: asyncio.Lock | Non
                 pass
 
 
+def _driver(start: dict[str, Any], service: Any, get_sessions: ServiceGetter,
+            admin_key_sha256: str | None) -> _KeyDriver | _TokenDriver:
+    if start["auth_token"] is not None:
+        sessions = get_sessions()
+        if sessions is None:
+            raise LivenessError(INVALID_REQUEST, "Sessions are disabled on this server (LIVENESS_SESSIONS_ENABLED).")
+        return _TokenDriver(sessions, start["auth_token"])
+    if start["admin_key"] is not None:
+        _admin_ok(start["admin_key"], admin_key_sha256)
+    return _KeyDriver(service, start["api_key"], start["challenges"], admin=start["admin_key"] is not None)
+
+
 def challenge_ws_routes(
     get_service: ServiceGetter,
     admin_key_sha256: Callable[[], str | None],
     *,
+    get_sessions: ServiceGetter = lambda: None,
     max_frame_bytes: Callable[[], int] = lambda: 2 * 1024 * 1024,
     min_frame_interval: float = MIN_FRAME_INTERVAL_S,
     idle_timeout: float = IDLE_TIMEOUT_S,
@@ -243,8 +299,8 @@ def challenge_ws_routes(
             if msg.get("text") is None:
                 raise LivenessError(INVALID_REQUEST, 'Send {"type": "start", ...} as text before any frame.')
             start = parse_start(msg["text"])
-            channel = _Channel(ws, service, min_frame_interval)
-            await channel.start(start, admin_key_sha256())
+            channel = _Channel(ws, min_frame_interval)
+            await channel.start(_driver(start, service, get_sessions, admin_key_sha256()))
             limit = max_frame_bytes()
             while not channel.finished.is_set():
                 recv = asyncio.ensure_future(_receive(ws, idle_timeout))

@@ -162,6 +162,13 @@ async def challenge_complete(service: SessionService, token: str, challenge_id: 
     return Outcome(view, out)
 
 
+def challenge_answer(out: Outcome) -> dict[str, Any]:
+    """What a session's client gets at completion: the full verdict only when the session sends
+    results to the client, always the session view."""
+    full = out.result if out.send_results else {"session_id": out.result["session_id"]}
+    return {**full, "session": out.view}
+
+
 def service_challenges(service: SessionService) -> Any:
     challenges = getattr(service, "challenges", None)
     if challenges is None:

@@ -334,6 +334,56 @@ def test_challenge_round_trip(env):
     assert r.status_code == 404
 
 
+def _challenge_ws(url: str, token: str) -> tuple[dict, list[dict], dict]:
+    """The same replay over /v1/challenge/ws: start with the token, one frame per feedback event."""
+    from ws_client import WebSocket
+
+    with WebSocket(url, "/v1/challenge/ws") as ws:
+        ws.send_json({"type": "start", "auth_token": token})
+        started = ws.receive_json()
+        assert started["type"] == "challenge", started
+        feedback: list[dict] = []
+        for frame in _video_frames(60, 320, 2):
+            t = time.monotonic()
+            ws.send_bytes(frame)
+            event = ws.receive_json()
+            if event["type"] == "result":
+                return started, feedback, event
+            assert event["type"] == "feedback", event
+            feedback.append(event)
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
+        event = ws.receive_json()  # the last frame's result
+        assert event["type"] == "result", event
+        return started, feedback, event
+
+
+@pytest.mark.parametrize("send_results", [False, True])
+def test_challenge_over_websocket_with_a_session_token(env, send_results):
+    url, db = env["url"], env["db"]
+    key = create_key(db, 10)
+    s = new_session(url, key, {"mode": "challenge", "send_results_to_client": send_results})
+    started, feedback, result = _challenge_ws(url, s["auth_token"])
+    assert started["session_id"] and feedback and result["session"]["status"] == "completed"
+    assert result["session"]["session_id"] == s["session_id"] and result["session"]["attempt_id"] == 1
+    if send_results:
+        assert result["verdict"] == "passed" and result["result_token"], result
+        assert result["session"]["result"]["decision"] == "realface"
+    else:  # the verdict, scores and result token stay with the app server
+        assert set(result) == {"type", "session"}, result
+        assert all(e["passive_score"] is None for e in feedback)
+    doc = read(url, key, s["session_id"]).json()
+    assert doc["status"] == "ResultAvailable" and doc["result"]["decision"] == "realface", doc
+    assert doc["result"]["digest"].startswith("sha256:")
+    assert key_usage(key)["used"] == 1  # the session, not the challenge
+    # The token is spent on that session's mode only, and the attempt ended the session.
+    from ws_client import WebSocket
+
+    with WebSocket(url, "/v1/challenge/ws") as ws:
+        ws.send_json({"type": "start", "auth_token": s["auth_token"]})
+        err = ws.receive_json()
+        assert err["type"] == "error" and err["code"] == "session_completed", err
+
+
 # ----------------------------------------------------------------------------- verification
 
 
