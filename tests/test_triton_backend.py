@@ -40,6 +40,12 @@ def repo(model_repository, tmp_path_factory):
     """The Python-backend twin, with a version 2 of minifasnet_v2 (v1's weights if the repo has none)."""
     dst = tmp_path_factory.mktemp("triton-backend") / "repository"
     write_python_backend_repository(model_repository, dst)
+    broken = dst / "broken"  # another tenant's model that fails to load
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        'name: "broken"\nbackend: "python"\nmax_batch_size: 0\n'
+        'input [{name: "x" data_type: TYPE_FP32 dims: [1]}]\noutput [{name: "y" data_type: TYPE_FP32 dims: [1]}]\n')
+    (broken / "1" / "model.py").write_text("raise RuntimeError('broken on purpose')\n")
     v1, v2 = dst / MODEL / "1", dst / MODEL / "2"
     if not (v2 / "model.onnx").is_file():
         v2.mkdir(exist_ok=True)
@@ -217,3 +223,32 @@ def test_not_ready_until_every_lost_version_is_back(repo, server, http):
             http.unload_model("iris")
 
     asyncio.run(scenario())
+
+
+def test_a_broken_model_of_someone_else_does_not_stop_us(repo, server, http):
+    """A shared Triton with one model that failed to load says "not ready" (strict readiness);
+    our workers must still start and report ready on their own models."""
+    with pytest.raises(Exception):
+        http.load_model("broken")
+    assert http.is_server_live() and not http.is_server_ready()
+    b = backend(repo, server.grpc_url)
+    x = np.zeros((1, 3, 80, 80), np.float32)
+
+    async def scenario():
+        try:
+            await b.infer("minifasnet_v1se", x, 1)
+            deadline = time.monotonic() + 10
+            await asyncio.sleep(0.2)  # the probe's first round
+            while not b.ready and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert b.ready
+        finally:
+            b.close()
+
+    try:
+        b.load_sync("minifasnet_v1se", 1)  # used to wait 60 s for server readiness, then fail
+        b.mark_ready()
+        asyncio.run(scenario())
+    finally:
+        http.unload_model("broken")
+        http.unload_model("minifasnet_v1se")

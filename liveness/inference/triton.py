@@ -194,14 +194,16 @@ class TritonBackend:
             deadline = time.monotonic() + STARTUP_WAIT_S
             while True:
                 try:
-                    if client.is_server_ready():
+                    # Live, not ready: one broken or loading model of anyone's makes a shared
+                    # Triton "not ready"; our own versions are waited for one by one below.
+                    if client.is_server_live():
                         break
                 except Exception as e:  # refused: Triton still starting
                     last = e
                 else:
                     last = None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Triton at {self.url} not ready after {STARTUP_WAIT_S:.0f}s ({last})")
+                    raise RuntimeError(f"Triton at {self.url} not live after {STARTUP_WAIT_S:.0f}s ({last})")
                 time.sleep(0.5)
             wanted = self._wanted.get(model, set()) | {version}
             deadline = time.monotonic() + LOAD_TIMEOUT_S
@@ -343,8 +345,8 @@ class TritonBackend:
 
     async def _probe(self) -> bool:
         """Triton up and every wanted version READY; re-loads missing ones (a restarted Triton)."""
-        # Live, not ready: Triton's strict readiness is false while any model loads, another
-        # worker's included; our own versions are checked one by one below.
+        # Live, not ready: Triton's strict readiness is false while any model loads or after any
+        # model failed to load, another worker's or tenant's included; ours are checked below.
         if not await self._call("is_server_live", timeout=min(self.timeout, 2.0)):
             return False
         states = _index_states(await self._call("get_model_repository_index", **self._index_kwargs()))
