@@ -16,6 +16,18 @@
 
   let ws = null, stream = null, timer = null, encoding = false, finished = false, drawn = false;
 
+  // An app server that created a session sends the user to /demo#token=<auth_token>. The fragment
+  // never reaches a server or a Referer; it is taken out of the address bar at once.
+  const sessionToken = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (sessionToken) {
+    history.replaceState(null, "", location.pathname + location.search);
+    $("key-field").hidden = true;
+    $("advanced").hidden = true;
+    $("api-key").required = false;
+    $("session-note").hidden = false;
+    instruction.textContent = "Press Start.";
+  }
+
   function setStep(current, total) {
     if (typeof total !== "number" || total < 1) return;
     const done = Math.min(Math.max((current || 1) - 1, 0), total);
@@ -95,9 +107,15 @@
         finished = true;
         stopCapture();
         progress.value = progress.max;
-        verdict.textContent = String(msg.verdict);
-        verdict.dataset.verdict = String(msg.verdict).toLowerCase();
-        resultDetail.textContent = `Steps completed: ${msg.steps_completed ?? "–"} · time: ${msg.verification_time ?? "–"}`;
+        if (msg.verdict === undefined) {  // a session that keeps its result for the app server
+          verdict.textContent = "completed";
+          verdict.dataset.verdict = "completed";
+          resultDetail.textContent = "Done. Your app receives the result.";
+        } else {
+          verdict.textContent = String(msg.verdict);
+          verdict.dataset.verdict = String(msg.verdict).toLowerCase();
+          resultDetail.textContent = `Steps completed: ${msg.steps_completed ?? "–"} · time: ${msg.verification_time ?? "–"}`;
+        }
         result.hidden = false;
         instruction.textContent = "Finished.";
         break;
@@ -112,13 +130,18 @@
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     reset();
-    const apiKey = $("api-key").value.trim();
-    if (!apiKey) { showError("Enter an API key."); return; }
-    const start = { type: "start", api_key: apiKey };
-    const names = $("challenges").value.split(",").map((s) => s.trim()).filter(Boolean);
-    if (names.length) start.challenges = names;
-    const adminKey = $("admin-key").value.trim();
-    if (adminKey) start.admin_key = adminKey;
+    let start;
+    if (sessionToken) {
+      start = { type: "start", auth_token: sessionToken };
+    } else {
+      const apiKey = $("api-key").value.trim();
+      if (!apiKey) { showError("Enter an API key."); return; }
+      start = { type: "start", api_key: apiKey };
+      const names = $("challenges").value.split(",").map((s) => s.trim()).filter(Boolean);
+      if (names.length) start.challenges = names;
+      const adminKey = $("admin-key").value.trim();
+      if (adminKey) start.admin_key = adminKey;
+    }
 
     startBtn.disabled = true;
     stopBtn.disabled = false;

@@ -100,7 +100,10 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def admin_server(db_path: Path, e2e_dir: Path) -> Iterator[Server]:
     _require_stack()
     sha = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
-    srv = start_server(db_path, e2e_dir, {"LIVENESS_ADMIN_KEY_SHA256": sha})
+    # Sessions draw their challenges from the pool: one blink step, which the live clip does.
+    srv = start_server(db_path, e2e_dir, {"LIVENESS_ADMIN_KEY_SHA256": sha,
+                                          "LIVENESS_CHALLENGE_POOL": json.dumps(["blink"]),
+                                          "LIVENESS_CHALLENGE_STEPS": "1"})
     try:
         yield srv
     finally:
@@ -113,8 +116,10 @@ def pw() -> Iterator:
         yield p
 
 
-def run_demo(pw, server: Server, clip: Path, api_key: str, wait_ms: int) -> dict:
-    """Open /demo with ``clip`` as the camera, start a ["blink"] session and wait for an outcome.
+def run_demo(pw, server: Server, clip: Path, api_key: str | None, wait_ms: int, token: str | None = None) -> dict:
+    """Open /demo with ``clip`` as the camera, start a ["blink"] session (with the API key and
+    admin key, or as an app server sends its user: /demo#token=<session token>) and wait for
+    an outcome.
 
     Returns {"verdict", "error", "events", "page"} (page still open; the caller closes the browser)."""
     browser = pw.chromium.launch(
@@ -128,11 +133,14 @@ def run_demo(pw, server: Server, clip: Path, api_key: str, wait_ms: int) -> dict
         ws.on("framereceived", lambda payload: events.append(json.loads(payload)) if isinstance(payload, str) else None)
 
     page.on("websocket", on_socket)
-    page.goto(server.url + "/demo")
-    page.get_by_label("API key", exact=True).fill(api_key)
-    page.locator("summary").click()
-    page.get_by_label("Challenges").fill("blink")
-    page.get_by_label("Admin key", exact=True).fill(ADMIN_KEY)
+    if token is not None:
+        page.goto(f"{server.url}/demo#token={token}")
+    else:
+        page.goto(server.url + "/demo")
+        page.get_by_label("API key", exact=True).fill(api_key)
+        page.locator("summary").click()
+        page.get_by_label("Challenges").fill("blink")
+        page.get_by_label("Admin key", exact=True).fill(ADMIN_KEY)
     page.get_by_role("button", name="Start").click()
     outcome = {"verdict": None, "error": None, "events": events, "page": page, "browser": browser}
     try:
@@ -192,3 +200,31 @@ def test_still_photo_does_not_pass(pw, admin_server, db_path, clips, tmp_path, c
             print(f"[browser] still photo: verdict={outcome['verdict']!r} error={outcome['error']!r}")
     finally:
         outcome["browser"].close()
+
+
+def test_app_server_session_token_in_the_browser(pw, admin_server, db_path, clips, tmp_path, capsys):
+    """The app server creates a session and sends its user to /demo#token=...: the browser never
+    holds the API key, sees no verdict, and the app server reads realface from the session."""
+    import httpx
+
+    key = create_key(db_path, limit=10)
+    r = httpx.post(admin_server.url + "/v1/sessions", json={"mode": "challenge"}, headers={"X-API-Key": key},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    session = r.json()
+    outcome = run_demo(pw, admin_server, clips["live"], None, RESULT_TIMEOUT_MS, token=session["auth_token"])
+    try:
+        screenshot(outcome, tmp_path / "demo_session.png", capsys)
+        events = outcome["events"]
+        assert outcome["error"] is None, f"{outcome['error']} - {summary(events)}"
+        assert outcome["verdict"] == "completed", f"verdict {outcome['verdict']!r} - {summary(events)}"
+        assert "token" not in outcome["page"].url  # taken out of the address bar
+        assert outcome["page"].is_hidden("#key-field")
+        result = next(e for e in events if e["type"] == "result")
+        assert "verdict" not in result and "result_token" not in result, result
+        assert all(e.get("passive_score") is None for e in events if e["type"] == "feedback")
+    finally:
+        outcome["browser"].close()
+    doc = httpx.get(f"{admin_server.url}/v1/sessions/{session['session_id']}", headers={"X-API-Key": key},
+                    timeout=30).json()
+    assert doc["status"] == "ResultAvailable" and doc["result"]["decision"] == "realface", doc
