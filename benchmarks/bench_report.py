@@ -102,6 +102,13 @@ Changes made:
 | 2026-11-24 | Workers = cores (2) instead of 1 | 131 req/s | 151 req/s | Locust 16 users; one worker's event loop held the GIL 66% of the time with 91% of it in the HTTP stack |
 | 2026-11-24 | `Connection: close` on every 100th response of a keep-alive connection (`http_requests_per_connection`), so clients spread over the workers | FACIA 4 / 8 users: 98.4 / 99.0 req/s, p95 52 / 110 ms, worker split 100/0 | 126.6 / 125.8 req/s, p95 49 / 100 ms, split 54/46 and 60/40 | idle machine, `make bench` sweeps 15:33 and 15:45 UTC, 30 s levels; peak (32 users) unchanged at ~140 |
 
+Tried, no measurable gain, not adopted (2026-11-24, 19:00-19:20 UTC, idle machine):
+
+| Change tried | Without | With | How measured |
+| --- | ---: | ---: | --- |
+| Exclude `/liveness` and `/v1/liveness` from BentoML's OpenTelemetry middleware (`tracing.excluded_urls`) | 122.6 / 125.1 req/s | 127.1 / 126.5 req/s | FACIA, Locust 16 users, 30 s, alternating A/B/A/B: +2%, within run-to-run noise; traces stay on |
+| `cv2.setNumThreads(1)` (OpenCV's own thread pool off; the service already runs requests in parallel) | 197.0 / 195.8 images/s | 197.3 / 193.5 images/s | in-process ceiling, 16 tasks, 8 s, alternating |
+
 Findings not acted on yet (2026-11-24, 14:35-14:48 UTC, FACIA at 16 users; **the machine was busy with other
 work, load average 3-7 on 2 cores**, so only the shares and the comparisons within one run are meaningful):
 
