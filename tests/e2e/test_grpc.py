@@ -152,6 +152,19 @@ def test_missing_garbage_and_foreign_tokens_are_unauthenticated(stub, t1_jpeg):
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED, metadata
 
 
+def test_a_session_token_is_not_a_grpc_token(server, stub, make_key, usage, t1_jpeg):
+    import httpx
+
+    key = make_key(5)
+    r = httpx.post(server.url + "/v1/sessions", json={"mode": "passive"}, headers={"X-API-Key": key}, timeout=60)
+    assert r.status_code == 200, r.text
+    session = r.json()
+    err = rpc_error(stub.LivenessDetection, images(t1_jpeg), metadata=auth(session["auth_token"]), timeout=60)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    doc = httpx.get(f"{server.url}/v1/sessions/{session['session_id']}", headers={"X-API-Key": key}, timeout=30)
+    assert doc.json()["attempts"] == [] and usage(key)["used"] == 1  # the session only
+
+
 def test_expired_token_is_unauthenticated(stub, make_key, usage, t1_jpeg):
     key = make_key(5)
     token = make_token(key, ttl=1)
