@@ -382,6 +382,14 @@ def test_challenge_over_websocket_with_a_session_token(env, send_results):
         ws.send_json({"type": "start", "auth_token": s["auth_token"]})
         err = ws.receive_json()
         assert err["type"] == "error" and err["code"] == "session_completed", err
+    passive = new_session(url, key, {"mode": "passive"})
+    forged = s["auth_token"][:-4] + ("AAAA" if not s["auth_token"].endswith("AAAA") else "BBBB")
+    for token, code in ((passive["auth_token"], "token_mode_mismatch"), (forged, "invalid_session_token")):
+        with WebSocket(url, "/v1/challenge/ws") as ws:
+            ws.send_json({"type": "start", "auth_token": token})
+            err = ws.receive_json()
+            assert err["type"] == "error" and err["code"] == code, err
+    assert read(url, key, passive["session_id"]).json()["attempts"] == []
 
 
 # ----------------------------------------------------------------------------- verification
