@@ -47,7 +47,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,8 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from liveness.ports import free_ports  # noqa: E402  (stdlib only)
 
 MEDIA = REPO.parent / "shared" / "media" / "dev" / "images"
 IMAGES = (("T1", True), ("F1", False), ("F2", False))  # name, expected live
@@ -471,12 +472,6 @@ def model_only(cfg: Config, images: list[tuple[str, bool, bytes]], face: Any) ->
 # --------------------------------------------------------------------------- served: processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (index 0 = state, 1 = ppid)."""
     try:
@@ -529,10 +524,7 @@ class Server:
 
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
-        self.port = free_port()
-        self.grpc_port = free_port()
-        while self.grpc_port == self.port:
-            self.grpc_port = free_port()
+        self.port, self.grpc_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "LIVENESS_DB_PATH": str(tmp / "keys.sqlite3")}
         # Never the default gRPC port 50051: other servers on this machine (tests) would share it

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_report import Server, free_port  # noqa: E402  (stdlib-only at import)
+from bench_report import Server  # noqa: E402  (stdlib-only at import)
 
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "loadtests" / "results"
@@ -119,10 +119,8 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="liveness-loadtest-") as tmp_name:
         tmp = Path(tmp_name)
-        server = Server(tmp)
-        grpc_port = free_port()
-        server.env["LIVENESS_GRPC_PORT"] = str(grpc_port)
-        server.env["LIVENESS_GRPC_HOST"] = "127.0.0.1"
+        server = Server(tmp)  # HTTP and gRPC on two distinct free ports
+        grpc_port = server.grpc_port
         try:
             log(f"starting the server (HTTP {server.port}, gRPC {grpc_port}, key store {tmp / 'keys.sqlite3'})")
             server.start()

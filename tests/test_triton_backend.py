@@ -19,7 +19,8 @@ import pytest
 from converters.triton_python import write_python_backend_repository
 from liveness.errors import MODEL_UNAVAILABLE, LivenessError
 from liveness.inference.repository import file_sha256
-from liveness.inference.triton_server import TritonServer, free_port, triton_venv
+from liveness.inference.triton_server import TritonServer, triton_venv
+from liveness.ports import free_port
 from liveness.settings import Settings
 
 pytestmark = [

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
+
+from liveness.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,12 +40,6 @@ def triton_venv() -> Path:
 
 def triton_cache() -> Path:
     return Path(os.environ.get("LIVENESS_TRITON_CACHE", REPO / ".triton"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -124,9 +119,10 @@ class TritonServer:
         extra_args: Iterable[str] = (),
     ):
         self.repository = Path(repository).resolve()
-        self.http_port = http_port or free_port()
-        self.grpc_port = grpc_port or free_port()
-        self.metrics_port = metrics_port or free_port()
+        spare = iter(free_ports(3))
+        self.http_port = http_port or next(spare)
+        self.grpc_port = grpc_port or next(spare)
+        self.metrics_port = metrics_port or next(spare)
         self.model_control = model_control
         self.load = list(load)
         self.host = host

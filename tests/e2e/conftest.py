@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from typing import Callable, Iterator
 
 import httpx
 import pytest
+
+from liveness.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 MEDIA = REPO.parent / "shared" / "media" / "dev"
@@ -55,12 +56,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_bytes(path: Path) -> bytes:
@@ -184,11 +179,8 @@ class Server:
 
 
 def start_server(db_path: Path, log_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
-    port = free_port()
-    # Never the default 50051: servers of parallel sessions would share it (SO_REUSEPORT).
-    grpc_port = free_port()
-    while grpc_port == port:
-        grpc_port = free_port()
+    # Never the default 50051 for gRPC: servers of parallel sessions would share it (SO_REUSEPORT).
+    port, grpc_port = free_ports(2)
     extra_env = {"LIVENESS_GRPC_PORT": str(grpc_port), **(extra_env or {})}
     log_path = log_dir / f"server-{port}.log"
     log = open(log_path, "wb")
