@@ -19,6 +19,7 @@ from liveness.imaging import decode_image
 from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
 from liveness.keys import Credential, KeyInfo, KeyStore, Prepaid, Reservation, open_key_store
+from liveness.keys.charge import charged
 from liveness.pipeline import LivenessResult, PassivePipeline, PreparedFace
 from liveness.rollout.manager import LiveRouting, PolicyBook
 from liveness.rollout.policy import load_policy_file
@@ -109,14 +110,8 @@ class LivenessApp:
         if self.keys is None or isinstance(credential, Prepaid):
             yield None
             return
-        keys = self.keys
-        reservation = await asyncio.to_thread(keys.reserve_credential, credential)
-        try:
+        async with charged(self.keys, credential) as reservation:  # cancellation-safe
             yield reservation
-        except BaseException:
-            await asyncio.to_thread(keys.refund, reservation)
-            raise
-        await asyncio.to_thread(keys.commit, reservation)
 
     # -- checks --------------------------------------------------------------------------------
 
