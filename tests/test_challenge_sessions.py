@@ -327,6 +327,33 @@ def test_service_full_session_token_and_charge(tmp_path):
     asyncio.run(go())
 
 
+def test_frame_rate_is_metered_on_average_not_per_gap(tmp_path):
+    """challenge_max_fps 15: 10 fps with jitter passes, two frames at once or 25 fps do not."""
+    clock, script = Clock(), Script([])
+    svc, app = make(tmp_path, script, clock, challenge_session_ttl_s=60.0)
+
+    async def go():
+        sid = (await svc.start("key-a"))["session_id"]
+        for gap in (0.1, 0.16, 0.04, 0.1, 0.14, 0.06, 0.1):  # a late frame, then an early one
+            clock.t += gap
+            await svc.process("key-a", sid, jpeg())
+        with pytest.raises(LivenessError) as e:
+            await svc.process("key-a", sid, jpeg())  # at the same instant
+        assert e.value.kind is FRAME_TOO_FAST and e.value.details["retry_after_ms"] >= 1
+        refused = 0
+        for _ in range(10):  # a steady 25 fps
+            clock.t += 0.04
+            try:
+                await svc.process("key-a", sid, jpeg())
+            except LivenessError as err:
+                assert err.kind is FRAME_TOO_FAST
+                refused += 1
+        assert refused >= 3
+        assert (await svc.status("key-a", sid))["frames"] == 7 + 10 - refused
+
+    asyncio.run(go())
+
+
 def test_service_errors_fps_foreign_expired_restart(tmp_path):
     clock, script = Clock(), Script([])
     svc, app = make(tmp_path, script, clock, challenge_session_ttl_s=5.0)

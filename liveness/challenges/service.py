@@ -13,8 +13,9 @@ Rules (README "Active challenges"):
   >= ``threshold`` (over at least ``challenge_min_passive_frames`` face frames), every step
   done, and no hard failure (step timeout, face lost > ``challenge_face_missing_s``, identity
   jump - see identity.py).
-* A frame sooner than ``0.8/challenge_max_fps`` (20 % jitter tolerance) after the session's previous
-  accepted frame gets ``frame_too_fast``: not charged, session unchanged.
+* Frames are metered at ``challenge_max_fps`` on average (a token bucket of ``FRAME_BURST`` frames,
+  so one frame may come early after a late one); a frame over the budget gets ``frame_too_fast``:
+  not charged, session unchanged.
 * Quota: ONE unit per session, charged when ``complete`` gives a verdict (passed or failed).
   ``start`` and frames only check that the key is valid and has quota left (``admit``).
   ``complete`` again returns the same stored verdict without charging.  Expired sessions are
@@ -61,7 +62,11 @@ Measure = Callable[[Any, np.ndarray, Any, dict[str, int]], Awaitable[FaceSignals
 FrameHook = Callable[[np.ndarray, Face], Awaitable[None]]
 ANONYMOUS = "-"  # key_id of sessions when authentication is disabled
 TOKEN_TYPE = "challenge_result"
-FPS_TOLERANCE = 0.8  # a frame may arrive 20 % early (client timers and network jitter)
+# Frames are metered by a token bucket refilled at challenge_max_fps and holding FRAME_BURST frames:
+# the average rate is capped, but one frame may arrive early after a late one (client timers,
+# network and server-queue jitter shift single arrivals by tens of ms).  Two frames at once, or a
+# steady stream above the cap, are still refused.
+FRAME_BURST = 1.5
 CAS_RETRIES = 8
 
 
@@ -208,14 +213,22 @@ class ChallengeService:
             "max_fps": self.settings.challenge_max_fps,
         }
 
-    def _too_fast(self, state: dict[str, Any], now: float) -> LivenessError | None:
+    def _frame_budget(self, state: dict[str, Any], now: float) -> float:
+        """Frames the session may send at ``now`` (token bucket; see FRAME_BURST)."""
         last = state.get("last_frame")
-        min_gap = FPS_TOLERANCE / self.settings.challenge_max_fps
-        if last is not None and now - last < min_gap:
+        if last is None:
+            return FRAME_BURST
+        tokens = state.get("frame_tokens", FRAME_BURST - 1.0)
+        return min(FRAME_BURST, tokens + max(0.0, now - last) * self.settings.challenge_max_fps)
+
+    def _too_fast(self, state: dict[str, Any], now: float) -> LivenessError | None:
+        budget = self._frame_budget(state, now)
+        if budget < 1.0:
+            wait_s = (1.0 - budget) / self.settings.challenge_max_fps
             return LivenessError(
                 FRAME_TOO_FAST,
                 f"Frames may come at most {self.settings.challenge_max_fps:g} per second.",
-                {"retry_after_ms": int(max(0.0, min_gap - (now - last)) * 1000) + 1},
+                {"retry_after_ms": int(wait_s * 1000) + 1},
             )
         return None
 
@@ -254,6 +267,7 @@ class ChallengeService:
             state = _copy(row.state)
             if (err := self._too_fast(state, now)) is not None:  # another frame landed meanwhile
                 raise err
+            state["frame_tokens"] = self._frame_budget(state, now) - 1.0
             event = S.advance(state, obs, now, self.limits, self.thresholds)
             changes: dict[str, Any] = {}
             if self._keep_frame(state) and obs.box is not None and obs.passive is not None:
