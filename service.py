@@ -28,7 +28,7 @@ from liveness.api.spread import SpreadConnections
 from liveness.app import LivenessApp
 from liveness.challenges import ChallengeService
 from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, VIDEO_TOO_LARGE, LivenessError
-from liveness.sessions import SessionService, flows, looks_like_token
+from liveness.sessions import SessionService, flows, looks_like_token, require_sessions
 from liveness.settings import get_settings
 from liveness.video import check_video
 
@@ -356,9 +356,7 @@ class Liveness:
     # -- app-server sessions and face verification (liveness.sessions; README "Sessions") -------
 
     def _sessions(self) -> SessionService:
-        if self.sessions is None:
-            raise LivenessError(INVALID_REQUEST, "Sessions are disabled on this server (LIVENESS_SESSIONS_ENABLED).")
-        return self.sessions
+        return require_sessions(self.sessions)
 
     @bentoml.api(route="/v1/sessions")
     async def create_session(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:

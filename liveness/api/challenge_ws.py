@@ -49,7 +49,7 @@ from liveness.errors import (
     NOT_READY,
     LivenessError,
 )
-from liveness.sessions import flows
+from liveness.sessions import flows, require_sessions
 
 log = logging.getLogger("liveness.challenge_ws")
 
@@ -269,10 +269,7 @@ async def _fail(ws: WebSocket, err: LivenessError, send_lock: asyncio.Lock | Non
 def _driver(start: dict[str, Any], service: Any, get_sessions: ServiceGetter,
             admin_key_sha256: str | None) -> _KeyDriver | _TokenDriver:
     if start["auth_token"] is not None:
-        sessions = get_sessions()
-        if sessions is None:
-            raise LivenessError(INVALID_REQUEST, "Sessions are disabled on this server (LIVENESS_SESSIONS_ENABLED).")
-        return _TokenDriver(sessions, start["auth_token"])
+        return _TokenDriver(require_sessions(get_sessions()), start["auth_token"])
     if start["admin_key"] is not None:
         _admin_ok(start["admin_key"], admin_key_sha256)
     return _KeyDriver(service, start["api_key"], start["challenges"], admin=start["admin_key"] is not None)

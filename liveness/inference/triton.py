@@ -77,12 +77,16 @@ def _index_states(index: Any) -> list[tuple[str, int, str]]:
     return out
 
 
+def _ready_on_server(model: str, states: list[tuple[str, int, str]]) -> set[int]:
+    return {v for m, v, s in states if m == model and s == "READY"}
+
+
 def _to_load(model: str, wanted: set[int], states: list[tuple[str, int, str]]) -> set[int] | None:
     """The version set to ask Triton for: ``None`` when ``wanted`` is all READY, empty while another
     client (every worker of every replica loads for itself) is loading the model, since a second load
     would wait for it and then reload it.  READY versions stay in the set: a load replaces the
     version policy, and what serves may be another worker's."""
-    ready = {v for m, v, s in states if m == model and s == "READY"}
+    ready = _ready_on_server(model, states)
     if wanted <= ready:
         return None
     loading = {v for m, v, s in states if m == model and s in ("LOADING", "UNLOADING")}
@@ -229,10 +233,6 @@ class TritonBackend:
             return client.get_model_repository_index(as_json=True)
         return client.get_model_repository_index()
 
-    @staticmethod
-    def _ready_on_server(model: str, states: list[tuple[str, int, str]]) -> set[int]:
-        return {v for m, v, s in states if m == model and s == "READY"}
-
     def _wait_ready_sync(self, client: Any, model: str, version: int) -> None:
         deadline = time.monotonic() + LOAD_TIMEOUT_S
         while not client.is_model_ready(model, str(version)):
@@ -296,7 +296,7 @@ class TritonBackend:
             wanted = self._wanted.get(model, set())
             wanted.discard(version)
             states = _index_states(await self._call("get_model_repository_index", **self._index_kwargs()))
-            remaining = (wanted | self._ready_on_server(model, states)) - {version}
+            remaining = (wanted | _ready_on_server(model, states)) - {version}
             if remaining:
                 await self._call("load_model", model, config=self._override(model, remaining), timeout=LOAD_TIMEOUT_S)
             else:
@@ -350,7 +350,7 @@ class TritonBackend:
         if not await self._call("is_server_live", timeout=min(self.timeout, 2.0)):
             return False
         states = _index_states(await self._call("get_model_repository_index", **self._index_kwargs()))
-        missing = {m: w for m, w in self._wanted.items() if not w <= self._ready_on_server(m, states)}
+        missing = {m: w for m, w in self._wanted.items() if not w <= _ready_on_server(m, states)}
         if missing:
             self._reachable = False  # requests for those versions fail until they are back
             log.warning("triton %s: re-loading %s", self.url, {m: sorted(w) for m, w in missing.items()})

@@ -4,11 +4,11 @@ with that token only; the app server then reads the result and deletes the sessi
 face verification against a reference image (``*-verify`` modes).  README "Sessions"."""
 
 from liveness.sessions.model import MODES, SessionParams, SessionRecord, parse_params
-from liveness.sessions.service import Grant, SessionService
+from liveness.sessions.service import Grant, SessionService, require_sessions
 from liveness.sessions.store import SessionStore, open_session_store
 from liveness.sessions.tokens import SessionTokens, looks_like_token
 
 __all__ = [
     "MODES", "Grant", "SessionParams", "SessionRecord", "SessionService", "SessionStore", "SessionTokens",
-    "looks_like_token", "open_session_store", "parse_params",
+    "looks_like_token", "open_session_store", "parse_params", "require_sessions",
 ]

@@ -53,6 +53,13 @@ from liveness.settings import Settings
 
 log = logging.getLogger("liveness.sessions")
 
+def require_sessions(service: "SessionService | None") -> "SessionService":
+    """This worker's session service, or the documented error when sessions are switched off."""
+    if service is None:
+        raise LivenessError(INVALID_REQUEST, "Sessions are disabled on this server (LIVENESS_SESSIONS_ENABLED).")
+    return service
+
+
 ANONYMOUS = "-"  # key_id when authentication is disabled
 CAS_RETRIES = 8
 
