@@ -102,6 +102,7 @@ Changes made:
 | 2026-11-24 | Cache BentoML's per-request JSON-schema rebuild of root-input models; return a ready `JSONResponse` | 116 req/s | 131 req/s | 1 worker, Locust 16 users; py-spy `--gil`: schema rebuild was 11% and output serialisation 6% of the worker's GIL time |
 | 2026-11-24 | Workers = cores (2) instead of 1 | 131 req/s | 151 req/s | Locust 16 users; one worker's event loop held the GIL 66% of the time with 91% of it in the HTTP stack |
 | 2026-11-24 | `Connection: close` on every 100th response of a keep-alive connection (`http_requests_per_connection`), so clients spread over the workers | FACIA 4 / 8 users: 98.4 / 99.0 req/s, p95 52 / 110 ms, worker split 100/0 | 126.6 / 125.8 req/s, p95 49 / 100 ms, split 54/46 and 60/40 | idle machine, `make bench` sweeps 15:33 and 15:45 UTC, 30 s levels; peak (32 users) unchanged at ~140 |
+| 2026-11-24 | Cancellation-safe quota charge (`liveness/keys/charge.py`: each key-store call shielded and waited for, refunded if the request was cancelled); correctness, not speed | 122.6 / 125.1 req/s | 125.4 / 121.0 req/s | FACIA, Locust 16 users, 30 s, two runs each, 19:10 and 20:38 UTC: no measurable cost |
 
 Tried, no measurable gain, not adopted (2026-11-24, 19:00-19:20 UTC, idle machine):
 
