@@ -1,9 +1,11 @@
-"""Pure parts of the video path: the early-stopping judge, frame selection, quality, the
-HTTP adapter (parsing and the answer's schema).  No models."""
+"""Pure parts of the video path: the early-stopping judge, frame selection, container sniffing
+and probing (phone 3GP/3G2 clips made from the dev video), rotation on decode, quality, the HTTP
+adapter (parsing and the answer's schema).  No models."""
 
 from __future__ import annotations
 
 import base64
+import threading
 from fractions import Fraction
 
 import numpy as np
@@ -11,13 +13,24 @@ import pytest
 
 from liveness.api.video import body_limit, parse_video_request, video_response
 from liveness.detection.base import Face
-from liveness.errors import INVALID_REQUEST, MISSING_VIDEO, LivenessError
+from liveness.errors import (
+    CORRUPT_VIDEO,
+    INVALID_REQUEST,
+    MISSING_VIDEO,
+    UNSUPPORTED_VIDEO,
+    VIDEO_FPS_TOO_HIGH,
+    VIDEO_RESOLUTION_TOO_HIGH,
+    VIDEO_TOO_LARGE,
+    VIDEO_TOO_LONG,
+    LivenessError,
+)
 from liveness.inference.repository import ModelVersion
 from liveness.settings import Settings
 from liveness.video import BestFace, FrameResult, Judge, Verdict, VideoIndex, VideoInfo, VideoIssue, VideoResult
-from liveness.video.frames import select_frames
-from liveness.video.probe import sniff_video
+from liveness.video.frames import decode_selected, select_frames
+from liveness.video.probe import VideoLimits, probe, sniff_video
 from liveness.video.quality import face_quality, pose_score
+from tests.video_helpers import encode, fit, read_frames, stored_frames
 
 
 def judge(**kw) -> Judge:
@@ -76,6 +89,132 @@ def test_sniff_video():
     assert sniff_video(b"GIF89a\x10\x00") == "gif"
     assert sniff_video(b"\x00\x00\x00\x1cftypavif\x00\x00") is None
     assert sniff_video(b"PK\x03\x04") is None and sniff_video(b"\xff\xd8\xff\xe0") is None
+
+
+# -- phone containers: 3GP / 3G2 (ISO-BMFF, read by the forced "mov" demuxer) -------------------
+
+PHONE_BRANDS = [b"3gp4", b"3gp5", b"3gp6", b"3gp7", b"3gr6", b"3gs6", b"3ge6", b"3gg6", b"3g2a", b"3g2b", b"3g2c",
+                b"mp42", b"M4V ", b"iso5", b"avc1"]
+STILL_BRANDS = [b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis",
+                b"avci", b"jpeg"]
+
+
+def ftyp(brand: bytes) -> bytes:
+    return b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00isom" + brand
+
+
+@pytest.mark.parametrize("brand", PHONE_BRANDS, ids=lambda b: b.decode().strip())
+def test_sniff_accepts_every_movie_brand(brand):
+    assert sniff_video(ftyp(brand)) == "mp4"
+
+
+@pytest.mark.parametrize("brand", STILL_BRANDS, ids=lambda b: b.decode())
+def test_sniff_refuses_still_image_brands(brand):
+    assert sniff_video(ftyp(brand)) is None
+
+
+@pytest.fixture(scope="module")
+def upright(media) -> list[np.ndarray]:
+    """40 frames (every 4th) of the real dev selfie video, 368x656 portrait: 2.7 s at 15 fps."""
+    return read_frames(media / "videos" / "jomariya_real_1.mp4", every=4, limit=40)
+
+
+@pytest.fixture(scope="module")
+def clip_3gp(upright) -> bytes:
+    return encode(upright, 15, codec="h264", fmt="3gp")
+
+
+LIMITS = VideoLimits()
+
+
+@pytest.mark.parametrize(
+    "fmt,codec,size",
+    [("3gp", "h264", None), ("3gp", "mpeg4", None), ("3g2", "h264", None), ("3g2", "mpeg4", None),
+     ("3gp", "h263", (176, 144)), ("3gp", "h263", (352, 288))],
+    ids=["3gp-h264", "3gp-mpeg4", "3g2-h264", "3g2-mpeg4", "3gp-h263-qcif", "3gp-h263-cif"],
+)
+def test_probe_accepts_3gp_and_3g2(upright, fmt, codec, size):
+    frames = upright if size is None else [fit(f, *size) for f in upright]
+    data = encode(frames, 15, codec=codec, fmt=fmt)
+    assert data[4:8] == b"ftyp" and data[8:11] == fmt.encode()  # a real 3GPP/3GPP2 major brand
+    info, index = probe(data, LIMITS)
+    width, height = size or (368, 656)
+    assert (info.container, info.codec, info.width, info.height) == ("mp4", codec, width, height)
+    assert info.frame_count == len(index.pts) == 40
+    assert info.fps == pytest.approx(15.0) and info.duration_s == pytest.approx(40 / 15, abs=1e-3)
+
+
+def test_3gp_limits_are_read_from_the_container(clip_3gp):
+    """Bytes, seconds, fps and size refuse a 3GP clip before any frame is decoded (probe never
+    decodes), exactly as for mp4."""
+    cases = [
+        (VideoLimits(max_bytes=len(clip_3gp) - 1), VIDEO_TOO_LARGE),
+        (VideoLimits(max_seconds=2.0), VIDEO_TOO_LONG),
+        (VideoLimits(max_fps=10.0), VIDEO_FPS_TOO_HIGH),
+        (VideoLimits(max_width=640, max_height=360), VIDEO_RESOLUTION_TOO_HIGH),  # 656 > 640
+    ]
+    for limits, kind in cases:
+        with pytest.raises(LivenessError) as exc:
+            probe(clip_3gp, limits)
+        assert exc.value.kind is kind, (limits, exc.value)
+    probe(clip_3gp, VideoLimits(max_seconds=3.0, max_fps=15.0, max_width=656, max_height=368))  # just fits
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"mif1", b"msf1", b"avif", b"hevc"], ids=lambda b: b.decode())
+def test_probe_refuses_heif_even_with_a_playable_movie_inside(clip_3gp, brand):
+    patched = clip_3gp[:8] + brand + clip_3gp[12:]  # the major brand of the ftyp box
+    with pytest.raises(LivenessError) as exc:
+        probe(patched, LIMITS)
+    assert exc.value.kind is UNSUPPORTED_VIDEO and exc.value.details["detected"] == "heif/avif image"
+
+
+def test_probe_refuses_random_bytes(clip_3gp):
+    rng = np.random.default_rng(3)
+    with pytest.raises(LivenessError) as exc:
+        probe(rng.bytes(64 * 1024), LIMITS)
+    assert exc.value.kind is UNSUPPORTED_VIDEO and "3GP/3G2" in str(exc.value)
+    # A 3GP ftyp box followed by garbage reaches the mov demuxer only, which refuses it.
+    with pytest.raises(LivenessError) as exc:
+        probe(clip_3gp[:32] + rng.bytes(64 * 1024), LIMITS)
+    assert exc.value.kind is CORRUPT_VIDEO
+    with pytest.raises(LivenessError) as exc:  # truncated phone upload
+        probe(clip_3gp[: len(clip_3gp) // 3], LIMITS)
+    assert exc.value.kind is CORRUPT_VIDEO
+
+
+def decode_all(data: bytes, k: int = 6) -> list:
+    info, index = probe(data, LIMITS)
+    got = []
+    decode_selected(data, info, index, select_frames(index, k), lambda item: got.append(item) or True,
+                    limits=LIMITS, timeout_s=20, stop=threading.Event())
+    return got
+
+
+@pytest.mark.parametrize("fmt,codec,rotation", [("3gp", "h264", -90), ("3gp", "mpeg4", 90), ("3g2", "h264", 180),
+                                                ("mp4", "h264", -90)])
+def test_rotated_clip_decodes_upright(upright, fmt, codec, rotation):
+    """A display matrix (a phone's portrait clip stored landscape) is applied on decode, for 3GP
+    exactly as for mp4: the frames come out as the upright source."""
+    stored = stored_frames(upright, rotation)
+    assert stored[0].shape != upright[0].shape or rotation == 180
+    got = decode_all(encode(stored, 15, codec=codec, fmt=fmt, rotation=rotation))
+    assert len(got) == 6
+    for item in got:
+        src = upright[item.target.frame_no]
+        assert item.bgr.shape == src.shape
+        assert np.abs(item.bgr.astype(int) - src).mean() < 10  # compression noise only
+        assert np.abs(item.bgr.astype(int) - np.rot90(src, 2)).mean() > 30  # not upside down
+
+
+def test_phone_h263_portrait_clip_decodes_upright(upright):
+    """The classic phone 3GP: H.263 CIF (352x288) stored landscape, display matrix -90."""
+    portrait = [fit(f, 288, 352) for f in upright]
+    data = encode(stored_frames(portrait, -90), 15, codec="h263", fmt="3gp", rotation=-90)
+    info, _ = probe(data, LIMITS)
+    assert (info.codec, info.width, info.height) == ("h263", 352, 288)  # as stored
+    for item in decode_all(data):
+        assert item.bgr.shape == (352, 288, 3)
+        assert np.abs(item.bgr.astype(int) - portrait[item.target.frame_no]).mean() < 10
 
 
 def test_quality_prefers_sharp_frontal_well_exposed():

@@ -6,7 +6,11 @@ Order (each step is cheap compared with the next):
 2. magic bytes: ISO-BMFF (mp4 / QuickTime ``ftyp``/``moov``/``mdat``...), Matroska/WebM (EBML
    header) or GIF; anything else (zip, JPEG, text...) is ``UNSUPPORTED_VIDEO``.  The FFmpeg
    demuxer is then *forced* (``format=``) so no other of FFmpeg's many demuxers ever sees
-   client bytes;
+   client bytes.  ISO-BMFF is one container whatever its ``ftyp`` brand -- ``isom``/``mp42``
+   (MP4), ``qt  `` (QuickTime), ``3gp4``, ``3gp5``, ``3gp6``, ``3ge6``... (3GP, from Android and
+   older phones), ``3g2a``/``3g2b`` (3G2), ``M4V `` ... -- and is always read by FFmpeg's ``mov``
+   demuxer (we report it as container ``"mp4"``); only the still-image brands (HEIF/HEIC,
+   AVIF and their image sequences, ``_STILL_BRANDS``) are refused here;
 3. container header: video stream present, codec allow-listed, width/height, duration and
    frame rate as declared -> ``VIDEO_RESOLUTION_TOO_HIGH`` / ``VIDEO_TOO_LONG`` /
    ``VIDEO_FPS_TOO_HIGH`` (each error names the limit and the value);
@@ -46,15 +50,22 @@ from liveness.errors import (
     LivenessError,
 )
 
-ACCEPTED_MSG = "accepted formats are MP4, QuickTime (MOV), WebM/Matroska and animated GIF"
+ACCEPTED_MSG = "accepted formats are MP4, QuickTime (MOV), 3GP/3G2, WebM/Matroska and animated GIF"
 
-# Our container name -> the FFmpeg demuxer we force for it.
+# Our container name -> the FFmpeg demuxer we force for it ("mp4" = every ISO-BMFF movie:
+# MP4, QuickTime, 3GP, 3G2...).
 DEMUXERS = {"mp4": "mov", "webm": "matroska", "gif": "gif"}
-# Video codecs we let FFmpeg decode (names of the codec descriptors).
-CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "gif"})
-# Top-level ISO-BMFF boxes a QuickTime/mp4 file may start with.
+# Video codecs we let FFmpeg decode (names of the codec descriptors).  h263 is what older and
+# low-end Android phones put in 3GP (with mpeg4 or h264 on newer ones).
+CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "h263", "mjpeg", "gif"})
+# Top-level ISO-BMFF boxes a QuickTime/mp4/3GP file may start with.
 _BMFF_FIRST = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
-_STILL_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
+# Major brands of ISO-BMFF still images and image sequences (HEIF/HEIC, AVIF, MIAF; ISO/IEC
+# 23008-12): the same container as a movie, refused as a video.
+_STILL_BRANDS = (
+    b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+    b"mif1", b"msf1", b"avci", b"avcs", b"jpeg", b"jpgs",
+)
 _FPS_SLACK = 0.5
 _OTHER_MAGIC = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -97,7 +108,7 @@ class VideoLimits:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    container: str  # "mp4" (mp4/QuickTime) | "webm" (WebM/Matroska) | "gif"
+    container: str  # "mp4" (ISO-BMFF: mp4/QuickTime/3GP/3G2) | "webm" (WebM/Matroska) | "gif"
     codec: str
     width: int
     height: int
@@ -136,7 +147,8 @@ def _err(kind, message: str, **details) -> LivenessError:
 
 
 def sniff_video(data: bytes) -> str | None:
-    """``"mp4"``, ``"webm"`` or ``"gif"`` from the magic bytes alone, else ``None``."""
+    """``"mp4"`` (any ISO-BMFF movie brand), ``"webm"`` or ``"gif"`` from the magic bytes alone,
+    else ``None``."""
     head = bytes(data[:16])
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
