@@ -181,7 +181,11 @@ class Server:
 def start_server(db_path: Path, log_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
     # Never the default 50051 for gRPC: servers of parallel sessions would share it (SO_REUSEPORT).
     port, grpc_port = free_ports(2)
-    extra_env = {"LIVENESS_GRPC_PORT": str(grpc_port), **(extra_env or {})}
+    # Its own BENTOML_HOME: `bentoml serve` empties the Prometheus multiprocess folder under the
+    # home at start-up, so servers sharing one wiped each other's /metrics (a flake of the
+    # metrics tests whenever a module started a second server while the shared one ran).
+    home = log_dir / f"bentoml-home-{port}"
+    extra_env = {"LIVENESS_GRPC_PORT": str(grpc_port), "BENTOML_HOME": str(home), **(extra_env or {})}
     log_path = log_dir / f"server-{port}.log"
     log = open(log_path, "wb")
     try:
