@@ -422,7 +422,7 @@ def model_only(cfg: Config, images: list[tuple[str, bool, bytes]], face: Any) ->
     import numpy as np
     import onnxruntime as ort
 
-    from liveness.antispoof.minifasnet import MiniFASNet
+    from liveness.antispoof.model import AntiSpoofModel
     from liveness.inference.repository import load_repository
     from liveness.pipeline import make_detector
     from liveness.settings import Settings
@@ -433,7 +433,7 @@ def model_only(cfg: Config, images: list[tuple[str, bool, bytes]], face: Any) ->
     detector = make_detector(settings)
     inputs = {detector.model: detector.preprocess(bgr)[0]}
     for name in settings.antispoof_models:
-        inputs[name] = MiniFASNet.from_config(repo[name]).preprocess(bgr, face)
+        inputs[name] = AntiSpoofModel.from_config(repo[name]).preprocess(bgr, face)
 
     rows = []
     for name, x1 in inputs.items():

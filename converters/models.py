@@ -11,7 +11,7 @@ import onnx
 
 from converters.onnx_edit import make_batch_dynamic, rewrite_prelu, session, unpin_tflite_batch
 from converters.quantize import compare_classifier, int8_static, quantization_md
-from converters.reference import ReferenceDetector, reference_crops, video_frames
+from converters.reference import ReferenceDetector, reference_crops, reference_suriai_crops, video_frames
 from converters.spec import ModelSpec, TensorSpec, VariantSpec, max_abs_diff
 
 # Real faces for parity checks; media stays in ../shared, found relative to the sources dir.
@@ -155,12 +155,17 @@ def _minifasnet(name: str, src: str, scale: float, pth: str) -> ModelSpec:
         # No waiting: requests that queue while the model is busy form the batch.  Measured on
         # 2 cores (docs/PERFORMANCE.md): waiting 2 ms cost 15-40% throughput at every load.
         max_queue_delay_us=0,
+        # The runtime's whole description of the model (liveness/antispoof/spec.py): Silent-Face
+        # crop, 80x80, BGR, raw 0..255 (upstream's patched ToTensor does no scaling), softmax,
+        # class 1 = live (0 and 2 are the spoof classes).
         parameters={
+            "crop": "silentface",
             "crop_scale": str(scale),
             "input_size": "80",
             "color": "BGR",
-            "normalisation": "none (raw 0..255)",
+            "input_divisor": "1",
             "live_class": "1",
+            "activation": "softmax",
             "upstream_weights": pth,
         },
         licence="Apache-2.0",
@@ -172,6 +177,76 @@ def _minifasnet(name: str, src: str, scale: float, pth: str) -> ModelSpec:
 MINIFASNET_V2 = _minifasnet("minifasnet_v2", "antispoof/minifasnet/MiniFASNetV2.onnx", 2.7, "2.7_80x80_MiniFASNetV2.pth")
 MINIFASNET_V1SE = _minifasnet(
     "minifasnet_v1se", "antispoof/minifasnet/MiniFASNetV1SE.onnx", 4.0, "4_0_0_80x80_MiniFASNetV1SE.pth"
+)
+
+# --- SuriAI MiniFASNetV2-SE 128 (optional; trained on CelebA-Spoof, off by default) ----------
+
+SURIAI_SRC = "antispoof/suriai_minifasnetv2se/best_model_97.80.onnx"
+
+
+@lru_cache(maxsize=2)
+def _suriai_crops(sources: Path) -> np.ndarray:
+    """Upstream-preprocessed inputs (converters.reference: square 1.5x, reflect, letterbox 128,
+    RGB, /255) of the reference RetinaFace face in every dev parity image."""
+    return reference_suriai_crops(sources, parity_images(sources))
+
+
+def _suriai_build(sources: Path) -> onnx.ModelProto:
+    model = onnx.load(str(sources / SURIAI_SRC))
+    # MANIFEST says the upstream export already has a dynamic batch: verified, not assumed.
+    for vi in list(model.graph.input) + list(model.graph.output):
+        dim0 = vi.type.tensor_type.shape.dim[0]
+        if not dim0.dim_param:
+            raise RuntimeError(f"{SURIAI_SRC}: {vi.name} batch dim is fixed ({dim0.dim_value}); the converter expects a dynamic one")
+    return rewrite_prelu(model)  # exact (Max(x, slope*x)); ORT's PRelu kernel is slow
+
+
+def _suriai_parity(model: onnx.ModelProto, sources: Path) -> dict[str, float]:
+    crops = _suriai_crops(sources)
+    upstream, ours = session(onnx.load(str(sources / SURIAI_SRC))), session(model)
+    ref = np.concatenate([upstream.run(None, {"input": crops[i : i + 1]})[0] for i in range(len(crops))])
+    got = ours.run(None, {"input": crops})[0]
+    if got.shape != (len(crops), 2):
+        raise RuntimeError(f"suriai: a batch of {len(crops)} gave output shape {got.shape}")
+    live = lambda z: 1.0 / (1.0 + np.exp(-(z[:, 0].astype(np.float64) - z[:, 1])))  # noqa: E731
+    return {
+        f"logits vs upstream ({len(crops)} real crops, one batch)": max_abs_diff(got, ref),
+        "p(live) = sigmoid(real - spoof) vs upstream": max_abs_diff(live(got), live(ref)),
+        "batch of 8 vs 8 x batch 1": _batch_vs_single(ours, "input", crops[:8]),
+    }
+
+
+SURIAI = ModelSpec(
+    name="suriai_minifasnetv2se",
+    role="antispoof",
+    version=1,
+    sources=(SURIAI_SRC,),
+    build=_suriai_build,
+    parity=_suriai_parity,
+    reference_inputs=lambda sources: _suriai_crops(sources)[:8],
+    # 2-class softmax of the live column == sigmoid(real - spoof): the validator's metric fits.
+    reference_metric="softmax",
+    reference_extra={"live_class": 0},
+    inputs=(TensorSpec("input", (3, 128, 128)),),
+    outputs=(TensorSpec("output", (2,)),),
+    max_batch_size=32,
+    max_queue_delay_us=0,
+    # No INT8 version: the float model is already ~0.1 GFLOP of depthwise/1x1 convs, where INT8
+    # did not pay on MiniFASNet (QUANTIZATION.md); not measured for this one.
+    parameters={
+        "crop": "square_reflect",
+        "crop_scale": "1.5",
+        "input_size": "128",
+        "color": "RGB",
+        "input_divisor": "255",
+        "live_class": "0",
+        "activation": "sigmoid_diff",
+        "face_box": "the service's detector box (RetinaFace by default), truncated to whole pixels; upstream's demo uses YuNet",
+        "training_data": "CelebA-Spoof (non-commercial research licence): optional, not in antispoof_models by default",
+        "upstream_weights": "models/best/97.80/best_model.onnx",
+    },
+    licence="Apache-2.0 (code and weights); trained on CelebA-Spoof, non-commercial research data: off by default",
+    upstream="johnraivenolazo/face-antispoof-onnx models/best/97.80/best_model.onnx @ 2b0a221 (MiniFASNetV2-SE, 128x128)",
 )
 
 # --- YuNet ------------------------------------------------------------------------------------
@@ -508,4 +583,6 @@ MOBILEFACENET = ModelSpec(
     upstream="foamliu/MobileFaceNet weights/MobileFaceNet.onnx @ 408e13c (export of release v1.0 mobilefacenet.pt)",
 )
 
-CATALOGUE: tuple[ModelSpec, ...] = (RETINAFACE, YUNET, MINIFASNET_V2, MINIFASNET_V1SE, FACEMESH, IRIS, MOBILEFACENET)
+CATALOGUE: tuple[ModelSpec, ...] = (
+    RETINAFACE, YUNET, MINIFASNET_V2, MINIFASNET_V1SE, SURIAI, FACEMESH, IRIS, MOBILEFACENET
+)

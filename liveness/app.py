@@ -203,14 +203,14 @@ class LivenessApp:
         """Run candidate versions on the same crops; record, never return, their scores."""
         versions = {**route.primary, **route.shadow}
         try:
-            probs = await self.pipeline.classify_probs(prepared, versions)
+            scores = await self.pipeline.classify_probs(prepared, versions)
         except Exception:
             log.warning("shadow inference failed", exc_info=True)
             return
-        for clf, p in zip(self.pipeline.classifiers, probs):
-            if clf.model not in route.shadow:
+        for model, p in scores.items():
+            if model not in route.shadow:
                 continue
-            sample = (clf.model, route.primary[clf.model], route.shadow[clf.model], result.model_scores[clf.model], float(p[1]))
+            sample = (model, route.primary[model], route.shadow[model], result.model_scores[model], p)
             await asyncio.to_thread(self.policy_store.record_shadow, *sample, self.settings.threshold)
             if self.shadow_observer is not None:
                 self.shadow_observer(*sample)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-from liveness.antispoof.minifasnet import MiniFASNet
+from liveness.antispoof.model import AntiSpoofModel
 from liveness.decision import decide, fuse
 from liveness.detection.base import DetectorModule, Face
 from liveness.detection.retinaface import RetinaFace
@@ -97,7 +97,8 @@ class PassivePipeline:
         self.settings = settings
         self.executor = executor
         self.detector = make_detector(settings)
-        self.classifiers = [MiniFASNet.from_config(backend.config(m)) for m in settings.antispoof_models]
+        # Any anti-spoof model is configuration: its config.pbtxt parameters (liveness.antispoof.spec).
+        self.classifiers = [AntiSpoofModel.from_config(backend.config(m)) for m in settings.antispoof_models]
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
     @property
@@ -147,18 +148,19 @@ class PassivePipeline:
         timings["detect"] = time.perf_counter() - t1
         return PreparedFace(face, len(faces), tuple(crops), size, timings, (self.backend.version_info(model, versions[model]),))
 
-    async def classify_probs(self, prepared: PreparedFace, versions: Mapping[str, int]) -> list[np.ndarray]:
-        """Each classifier's softmax for the prepared face, with the given versions."""
+    async def classify_probs(self, prepared: PreparedFace, versions: Mapping[str, int]) -> dict[str, float]:
+        """Each classifier's p(live) for the prepared face, with the given versions, by model name
+        (in ``antispoof_models`` order)."""
         logits = await asyncio.gather(
             *(self.backend.infer(c.model, crop, versions[c.model]) for c, crop in zip(self.classifiers, prepared.crops))
         )
-        return [MiniFASNet.postprocess(out[0])[0] for out in logits]
+        return {c.model: float(c.postprocess(out[0])[0]) for c, out in zip(self.classifiers, logits)}
 
     async def classify(self, prepared: PreparedFace, versions: Mapping[str, int]) -> LivenessResult:
         """Anti-spoof models on the crops, fused and decided.  Fails only on our side."""
         t2 = time.perf_counter()
-        probs = await self.classify_probs(prepared, versions)
-        score = fuse(probs)
+        scores = await self.classify_probs(prepared, versions)
+        score = fuse(scores, self.settings.fusion, self.settings.fusion_weights)
         threshold = self.settings.threshold
         timings = {**prepared.timings, "classify": time.perf_counter() - t2}
         face, (width, height) = prepared.face, prepared.image_size
@@ -169,7 +171,7 @@ class PassivePipeline:
             face=face,
             faces_found=prepared.faces_found,
             quality_flags=quality_flags(face, width, height, prepared.faces_found, self.settings.min_face_size),
-            model_scores={c.model: float(p[1]) for c, p in zip(self.classifiers, probs)},
+            model_scores=scores,
             models=prepared.models + tuple(self.backend.version_info(c.model, versions[c.model]) for c in self.classifiers),
             image_size=prepared.image_size,
             timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -36,7 +36,11 @@ class Settings(BaseSettings):
     model_repository: Path = Path("model_repository")
     detector: Literal["retinaface", "yunet"] = "retinaface"
     detector_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    # Anti-spoof models (folders of model_repository, each described by its config.pbtxt
+    # parameters: liveness/antispoof/spec.py) and how their p(live) are fused (liveness/decision.py).
     antispoof_models: tuple[str, ...] = ("minifasnet_v2", "minifasnet_v1se")
+    fusion: Literal["mean", "min", "weighted"] = "mean"
+    fusion_weights: dict[str, float] = Field(default_factory=dict)  # model -> weight > 0 (``weighted``)
 
     # Decision
     threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -134,6 +138,25 @@ class Settings(BaseSettings):
     verification_enabled: bool = True  # loads verification_models at start (*-verify modes, /v1/verify)
     verification_models: tuple[str, ...] = ("yunet", "mobilefacenet")  # keypoint detector, embedder
     verify_threshold: float = Field(0.42, ge=-1.0, le=1.0)  # cosine; docs/VERIFICATION.md
+
+    @model_validator(mode="after")
+    def _check_antispoof(self) -> "Settings":
+        models = self.antispoof_models
+        if not models:
+            raise ValueError("antispoof_models is empty: name at least one anti-spoof model")
+        if len(set(models)) != len(models):
+            raise ValueError(f"antispoof_models lists a model twice: {list(models)}")
+        unknown = [m for m in self.fusion_weights if m not in models]
+        if unknown:
+            raise ValueError(f"fusion_weights names {', '.join(unknown)}, not in antispoof_models {list(models)}")
+        bad = {m: w for m, w in self.fusion_weights.items() if not (w > 0 and w != float("inf"))}
+        if bad:
+            raise ValueError(f"fusion_weights must be positive and finite: {bad}")
+        if self.fusion == "weighted":
+            missing = [m for m in models if m not in self.fusion_weights]
+            if missing:
+                raise ValueError(f"fusion = 'weighted' needs a weight for every anti-spoof model; missing: {', '.join(missing)}")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -264,7 +264,7 @@ class FakeApp:
 
     async def _classify(self, prepared, versions):
         p = self.script.passive
-        return [np.array([1 - p, p, 0.0])] * 2
+        return {"minifasnet_v2": p, "minifasnet_v1se": p}  # p(live) per model
 
     async def measure(self, app, bgr, face, versions):
         return self.script.signals.pop(0) if self.script.signals else sig()

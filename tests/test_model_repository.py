@@ -27,7 +27,7 @@ def test_every_model_has_a_triton_config_with_dynamic_batching(model_repository)
         assert cfg.model_file(cfg.latest).is_file()
 
 
-@pytest.mark.parametrize("name", ["retinaface", "minifasnet_v2", "minifasnet_v1se", "yunet"])
+@pytest.mark.parametrize("name", ["retinaface", "minifasnet_v2", "minifasnet_v1se", "suriai_minifasnetv2se", "yunet"])
 def test_exported_graphs_have_a_dynamic_batch_dim(model_repository, name):
     sess = ort.InferenceSession(str(model_repository / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     for t in list(sess.get_inputs()) + list(sess.get_outputs()):

@@ -4,8 +4,9 @@
   previous box's larger side between two consecutive face frames, and the smaller/larger box
   area ratio must stay above ``min_area_ratio``.  A head turn moves the box a little per frame;
   swapping the person (or a photo) in front of the camera moves or resizes it at once.
-* Appearance: an 8-bins-per-channel BGR colour histogram (24 values, summing to 1) of the
-  anti-spoof model's 80x80 face crop (face plus context at the model's scale), compared by
+* Appearance: an 8-bins-per-channel BGR colour histogram (24 values, summing to 1) of an 80x80
+  face crop (``identity_crop``: Silent-Face's crop at scale 2.7, face plus context; the
+  MiniFASNetV2 input, but made here whatever anti-spoof models are configured), compared by
   histogram intersection (1 = identical colour distribution).  Skin, hair, clothes and
   background change together when the face changes; lighting drifts slowly between frames.
 
@@ -28,7 +29,16 @@ from typing import Sequence
 
 import numpy as np
 
+from liveness.antispoof.crop import crop_face
+from liveness.detection.base import Face
+
 BINS = 8
+CROP_SCALE, CROP_SIZE = 2.7, 80  # the calibration below was measured on these crops
+
+
+def identity_crop(bgr: np.ndarray, face: Face) -> np.ndarray:
+    """CROP_SIZE x CROP_SIZE x 3 uint8 BGR crop of the face with context."""
+    return crop_face(bgr, face.bbox, CROP_SCALE, CROP_SIZE)
 
 
 def colour_hist(crop: np.ndarray) -> tuple[float, ...]:

@@ -35,7 +35,7 @@ import jwt
 import numpy as np
 
 from liveness.challenges import steps as S
-from liveness.challenges.identity import colour_hist
+from liveness.challenges.identity import colour_hist, identity_crop
 from liveness.challenges.store import SessionRow, SessionStore, open_session_store
 from liveness.decision import fuse
 from liveness.detection.base import Face
@@ -318,7 +318,7 @@ class ChallengeService:
                 return S.Observation(box=None), versions, bgr
             raise
         try:
-            probs = await app.pipeline.classify_probs(prepared, versions)
+            scores = await app.pipeline.classify_probs(prepared, versions)
         except LivenessError:
             raise
         except Exception as e:
@@ -333,9 +333,10 @@ class ChallengeService:
                     log.exception("landmark measurement failed (logged once)")
                     self._measure_failed_logged = True
         face = prepared.face
+        passive = fuse(scores, self.settings.fusion, self.settings.fusion_weights)
         return (
-            S.Observation(box=(float(face.x), float(face.y), float(face.w), float(face.h)), passive=fuse(probs),
-                          hist=colour_hist(prepared.crops[0]), signals=signals),
+            S.Observation(box=(float(face.x), float(face.y), float(face.w), float(face.h)), passive=passive,
+                          hist=colour_hist(identity_crop(bgr, face)), signals=signals),
             versions,
             bgr,
         )

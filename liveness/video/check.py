@@ -179,12 +179,12 @@ async def _analyze_frame(app: "LivenessApp", item: SelectedFrame, versions) -> _
         if e.kind in (NO_FACE, MULTIPLE_FACES):
             return _Outcome(item, reason=e.code, faces_found=int(e.details.get("faces", 0)))
         raise
-    probs = await pipeline.classify_probs(prepared, versions)
+    scores = await pipeline.classify_probs(prepared, versions)
     s = app.settings
     loop = asyncio.get_running_loop()
     quality, _ = await loop.run_in_executor(app.executor, face_quality, item.bgr, prepared.face, s.min_face_size)
     flags = quality_flags(prepared.face, w, h, prepared.faces_found, s.min_face_size)
-    return _Outcome(item, fuse(probs), prepared.face, prepared.faces_found, None, quality, flags)
+    return _Outcome(item, fuse(scores, s.fusion, s.fusion_weights), prepared.face, prepared.faces_found, None, quality, flags)
 
 
 def _ltrb(face: Face, width: int, height: int) -> tuple[int, int, int, int]:
