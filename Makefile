@@ -93,6 +93,7 @@ bench: models triton-venv triton-repo $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_report.py $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/bench_video.py --write $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/bench_challenges.py $(BENCH_FLAGS)
+	$(BIN)/python benchmarks/bench_acquisition.py $(BENCH_FLAGS)
 
 $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	$(BIN)/pip install -q -r requirements-bench.txt -c requirements.lock

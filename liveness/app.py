@@ -77,7 +77,7 @@ class LivenessApp:
 
             self.verifier = FaceVerifier(
                 self.backend, self.executor, threshold=settings.verify_threshold,
-                detector_confidence=settings.detector_confidence,
+                detector_confidence=settings.detector_confidence, fallback=settings.detector_fallback,
             )
         self.backend.mark_ready()
         self.keys: KeyStore | None = None

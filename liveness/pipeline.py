@@ -1,5 +1,6 @@
 """Passive single-image liveness:
-decode -> validate -> detect -> choose face -> crop per model -> batched inference -> fuse -> decide.
+decode -> validate -> acquire the face (reference pass, then fallbacks) -> choose face -> crop per
+model -> batched inference -> fuse -> decide.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from liveness.antispoof.model import AntiSpoofModel
 from liveness.decision import decide, fuse
+from liveness.detection.acquire import FaceAcquirer
 from liveness.detection.base import DetectorModule, Face
 from liveness.detection.retinaface import RetinaFace
 from liveness.detection.yunet import YuNet
@@ -43,6 +45,9 @@ class LivenessResult:
     models: tuple[ModelVersion, ...]
     image_size: tuple[int, int]  # width, height after EXIF orientation
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Which detector pass found the face: "reference" (RetinaFace at ~192 px, Silent-Face's own)
+    # or a fallback pass (liveness.detection.acquire).
+    acquisition: str = "reference"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class PreparedFace:
     image_size: tuple[int, int]  # width, height after EXIF orientation
     timings: dict[str, float]
     models: tuple[ModelVersion, ...]  # the detector version that found the face
+    acquisition: str = "reference"  # the detector pass that found it (LivenessResult.acquisition)
 
 
 def choose_face(faces: list[Face], policy: str, min_area_ratio: float) -> Face:
@@ -97,13 +103,20 @@ class PassivePipeline:
         self.settings = settings
         self.executor = executor
         self.detector = make_detector(settings)
+        self.acquirer = FaceAcquirer(
+            self.detector,
+            confidence=settings.detector_confidence,
+            fallback=settings.detector_fallback,
+            retina_areas=settings.detector_fallback_areas,
+            yunet_sides=settings.detector_fallback_sides,
+        )
         # Any anti-spoof model is configuration: its config.pbtxt parameters (liveness.antispoof.spec).
         self.classifiers = [AntiSpoofModel.from_config(backend.config(m)) for m in settings.antispoof_models]
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
     @property
     def model_names(self) -> list[str]:
-        return [self.detector.model, *(c.model for c in self.classifiers)]
+        return [*self.acquirer.models, *(c.model for c in self.classifiers)]
 
     async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -113,10 +126,9 @@ class PassivePipeline:
         x, meta = self.detector.preprocess(img.bgr)
         return img, x, meta
 
-    def _faces_and_crops(self, outs: list[np.ndarray], meta: Any, bgr: np.ndarray) -> tuple[list[Face], Face, list[np.ndarray]]:
-        faces = self.detector.postprocess(outs, meta)
+    def _choose_and_crop(self, faces: list[Face], bgr: np.ndarray) -> tuple[Face, list[np.ndarray]]:
         face = choose_face(faces, self.settings.multi_face_policy, self.settings.multi_face_min_area_ratio)
-        return faces, face, [c.preprocess(bgr, face) for c in self.classifiers]
+        return face, [c.preprocess(bgr, face) for c in self.classifiers]
 
     async def prepare(self, data: bytes | Callable[[], bytes], versions: Mapping[str, int]) -> PreparedFace:
         """Decode, detect, choose the face and crop: everything that can fail on bad input.
@@ -142,11 +154,16 @@ class PassivePipeline:
         t1: float,
         versions: Mapping[str, int],
     ) -> PreparedFace:
-        model = self.detector.model
-        outs = await self.backend.infer(model, x, versions[model])
-        faces, face, crops = await self._cpu(self._faces_and_crops, outs, meta, bgr)
+        def infer(model: str, inputs: np.ndarray):
+            return self.backend.infer(model, inputs, versions[model])
+
+        found = await self.acquirer.acquire(bgr, x, meta, infer, self._cpu)
+        face, crops = await self._cpu(self._choose_and_crop, found.faces, bgr)
         timings["detect"] = time.perf_counter() - t1
-        return PreparedFace(face, len(faces), tuple(crops), size, timings, (self.backend.version_info(model, versions[model]),))
+        return PreparedFace(
+            face, len(found.faces), tuple(crops), size, timings,
+            tuple(self.backend.version_info(m, versions[m]) for m in found.models), found.source_of(face),
+        )
 
     async def classify_probs(self, prepared: PreparedFace, versions: Mapping[str, int]) -> dict[str, float]:
         """Each classifier's p(live) for the prepared face, with the given versions, by model name
@@ -175,6 +192,7 @@ class PassivePipeline:
             models=prepared.models + tuple(self.backend.version_info(c.model, versions[c.model]) for c in self.classifiers),
             image_size=prepared.image_size,
             timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
+            acquisition=prepared.acquisition,
         )
 
     async def check_bytes(self, data: bytes | Callable[[], bytes], versions: Mapping[str, int]) -> LivenessResult:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     model_repository: Path = Path("model_repository")
     detector: Literal["retinaface", "yunet"] = "retinaface"
     detector_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    # Face acquisition (liveness/detection/acquire.py): only when the reference pass finds no
+    # face, RetinaFace at these areas (px, square side), then YuNet at these longest sides.
+    detector_fallback: bool = True
+    detector_fallback_areas: tuple[int, ...] = (128,)
+    detector_fallback_sides: tuple[int, ...] = (640, 960)
     # Anti-spoof models (folders of model_repository, each described by its config.pbtxt
     # parameters: liveness/antispoof/spec.py) and how their p(live) are fused (liveness/decision.py).
     antispoof_models: tuple[str, ...] = ("minifasnet_v2", "minifasnet_v1se")

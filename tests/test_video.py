@@ -80,7 +80,8 @@ def test_real_mp4_is_alive_and_stops_early(app, real_mp4):
     assert photo.shape == (656, 368, 3)
     norm = cv2.imdecode(np.frombuffer(b.normalized_png, np.uint8), cv2.IMREAD_COLOR)
     assert norm.shape == (112, 112, 3)
-    assert [m.name for m in r.models] == app.pipeline.model_names  # the models that judged the frames
+    # the models that judged the frames: the reference detector (every frame found by it) and the classifiers
+    assert [m.name for m in r.models] == [app.pipeline.detector.model, *(c.model for c in app.pipeline.classifiers)]
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,7 @@ def response(result: LivenessResult, request_id: str) -> dict[str, Any]:
         "threshold": result.threshold,
         "face": result.face.as_dict(),
         "faces_found": result.faces_found,
+        "detector_pass": result.acquisition,
         "quality_flags": list(result.quality_flags),
         "model_scores": {k: round(v, 6) for k, v in result.model_scores.items()},
         "models": [m.as_dict() for m in result.models],

@@ -16,7 +16,7 @@ from liveness.detection.base import Face
 from liveness.detection.retinaface_post import detect_from_outputs, retinaface_priors
 
 MEAN = np.array([104.0, 117.0, 123.0], np.float32)
-AREA = 192 * 192
+REFERENCE_SIDE = 192  # upstream: images of at least 192x192 area are resized to about that area
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,21 @@ class RetinaMeta:
 
 
 class RetinaFace:
-    model = "retinaface"
-
-    def __init__(self, confidence: float = 0.6) -> None:
+    def __init__(self, confidence: float = 0.6, area: int | None = None, model: str = "retinaface") -> None:
+        """``area=None`` is upstream's rule (resize only images of at least 192x192 area);
+        ``area=A`` resizes every image to about AxA area (the acquisition fallbacks)."""
         self.confidence = confidence
+        self.area = area
+        self.model = model
 
     def preprocess(self, bgr: np.ndarray) -> tuple[np.ndarray, RetinaMeta]:
         height, width = bgr.shape[:2]
-        if width * height >= AREA:
+        side = self.area or REFERENCE_SIDE
+        if self.area is not None or width * height >= side * side:
             ar = width / height
-            bgr = cv2.resize(bgr, (int(192 * math.sqrt(ar)), int(192 / math.sqrt(ar))), interpolation=cv2.INTER_LINEAR)
+            size = (max(16, int(side * math.sqrt(ar))), max(16, int(side / math.sqrt(ar))))
+            down = size[0] * size[1] < width * height and self.area is not None
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
         nh, nw = bgr.shape[:2]
         x = (bgr.astype(np.float32) - MEAN).transpose(2, 0, 1)[None]
         return np.ascontiguousarray(x), RetinaMeta(width, height, nh, nw)

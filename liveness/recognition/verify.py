@@ -84,6 +84,9 @@ def match_confidence(cos: float) -> float:
     return float(min(1.0, max(0.0, cos)))
 
 
+FALLBACK_SIDES = (960, 320)  # px, YuNet's longest side when the usual one finds no face
+
+
 class FaceVerifier:
     def __init__(
         self,
@@ -95,6 +98,7 @@ class FaceVerifier:
         detector_config: ModelConfig | None = None,
         embedder_config: ModelConfig | None = None,
         multi_face_min_area_ratio: float = MULTI_FACE_MIN_AREA_RATIO,
+        fallback: bool = True,
     ) -> None:
         self.backend = backend
         self.executor = executor
@@ -104,6 +108,12 @@ class FaceVerifier:
         max_side = int(det_cfg.parameters.get("max_side", "640"))
         self.detector = YuNet(confidence=detector_confidence, max_side=max_side)
         self.detector.model = det_cfg.name
+        # Same idea as liveness.detection.acquire: only when YuNet finds nothing at its usual
+        # size, a bigger copy (small faces in 12 MP photos) then a smaller one (a face filling
+        # the frame, over YuNet's ~300 px range at 640).
+        self.fallbacks = [YuNet(confidence=detector_confidence, max_side=s) for s in FALLBACK_SIDES if fallback]
+        for d in self.fallbacks:
+            d.model = det_cfg.name
         self.embedder = MobileFaceNet.from_config(embedder_config or backend.config(EMBEDDER_MODEL))
 
     @property
@@ -123,11 +133,16 @@ class FaceVerifier:
     # -- steps ---------------------------------------------------------------------------------
 
     async def detect(self, bgr: np.ndarray, versions: Mapping[str, int]) -> list[Face]:
-        """YuNet faces above ``detector_confidence``, best first."""
+        """YuNet faces above ``detector_confidence``, best first (the first size that finds any)."""
         model = self.detector.model
-        x, meta = await self._cpu(self.detector.preprocess, bgr)
-        outs = await self.backend.infer(model, x, self._version(versions, model))
-        return await self._cpu(self.detector.postprocess, outs, meta)
+        version = self._version(versions, model)
+        faces: list[Face] = []
+        for det in (self.detector, *self.fallbacks):
+            x, meta = await self._cpu(det.preprocess, bgr)
+            faces = await self._cpu(det.postprocess, await self.backend.infer(model, x, version), meta)
+            if faces:
+                break
+        return faces
 
     def _prepare(self, bgr: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, list[RecognitionQuality]]:
         rows, qualities = [], []

@@ -89,6 +89,7 @@ class FrameResult:
     faces_found: int = 0
     bbox: tuple[int, int, int, int] | None = None  # left, top, right, bottom
     quality_flags: tuple[str, ...] = ()
+    detector_pass: str | None = None  # the acquisition pass that found the face (liveness.detection.acquire)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -105,6 +106,8 @@ class FrameResult:
             d["faces_found"] = self.faces_found
         if self.quality_flags:
             d["quality_flags"] = list(self.quality_flags)
+        if self.detector_pass is not None:
+            d["detector_pass"] = self.detector_pass
         return d
 
 
@@ -164,6 +167,8 @@ class _Outcome:
     reason: str | None = None
     quality: float | None = None
     flags: tuple[str, ...] = ()
+    detector_pass: str | None = None
+    detectors: tuple[str, ...] = ()  # detector models that found the face
 
 
 async def _analyze_frame(app: "LivenessApp", item: SelectedFrame, versions) -> _Outcome:
@@ -184,7 +189,8 @@ async def _analyze_frame(app: "LivenessApp", item: SelectedFrame, versions) -> _
     loop = asyncio.get_running_loop()
     quality, _ = await loop.run_in_executor(app.executor, face_quality, item.bgr, prepared.face, s.min_face_size)
     flags = quality_flags(prepared.face, w, h, prepared.faces_found, s.min_face_size)
-    return _Outcome(item, fuse(scores, s.fusion, s.fusion_weights), prepared.face, prepared.faces_found, None, quality, flags)
+    return _Outcome(item, fuse(scores, s.fusion, s.fusion_weights), prepared.face, prepared.faces_found, None, quality, flags,
+                    prepared.acquisition, tuple(m.name for m in prepared.models))
 
 
 def _ltrb(face: Face, width: int, height: int) -> tuple[int, int, int, int]:
@@ -203,7 +209,7 @@ def _frame_result(o: _Outcome, judge: Judge) -> FrameResult:
                            faces_found=o.faces_found)
     h, w = o.item.bgr.shape[:2]
     return FrameResult(t.frame_no, t.ts, True, o.score, o.quality, None, judge.is_live(o.score),
-                       o.faces_found, _ltrb(o.face, w, h), o.flags)
+                       o.faces_found, _ltrb(o.face, w, h), o.flags, o.detector_pass)
 
 
 def normalized_face(bgr: np.ndarray, face: Face) -> np.ndarray:
@@ -337,6 +343,7 @@ async def _run(app, data, info, index, versions, limits, timings, return_photo, 
     best_any: _Outcome | None = None
     analyzed = 0
     infer_s = 0.0
+    detectors: dict[str, None] = {}  # detector models that found a face in some frame, in order
     future = loop.run_in_executor(_decoder_pool(s.video_decode_threads), worker)
     ended = False
     try:
@@ -366,6 +373,7 @@ async def _run(app, data, info, index, versions, limits, timings, return_photo, 
             for o in outcomes:
                 judge.add(o.score)
                 frames.append(_frame_result(o, judge))
+                detectors.update(dict.fromkeys(o.detectors))
                 if o.score is not None:
                     if best_any is None or o.quality > best_any.quality:
                         best_any = o
@@ -406,7 +414,7 @@ async def _run(app, data, info, index, versions, limits, timings, return_photo, 
         best_face = await loop.run_in_executor(app.executor, _best_face, best, return_photo, return_normalized)
     pipeline = app.pipeline
     models = (
-        app.backend.version_info(pipeline.detector.model, versions[pipeline.detector.model]),
+        *(app.backend.version_info(m, versions[m]) for m in (detectors or [pipeline.detector.model])),
         *(app.backend.version_info(c.model, versions[c.model]) for c in pipeline.classifiers),
     )
     return VideoResult(
