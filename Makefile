@@ -106,6 +106,15 @@ DURATION ?= 30s
 loadtest: models
 	$(BIN)/python loadtests/run.py --scenario $(SCENARIO) --users $(USERS) --duration $(DURATION)
 
+# Accuracy on a labelled set (docs/ACCURACY.md): the serving pipeline, settings and model
+# versions, in-process.  make evaluate LABELS=path/to/labels.csv [ARGS="--target-bpcer 0.05 --out DIR"]
+LABELS ?=
+ARGS   ?=
+.PHONY: evaluate
+evaluate: models
+	@test -n "$(LABELS)" || { echo 'usage: make evaluate LABELS=path/to/labels.csv [ARGS="--target-bpcer 0.05"]' >&2; exit 2; }
+	$(BIN)/python -m liveness evaluate "$(LABELS)" $(ARGS)
+
 clean:
 	rm -rf model_repository .pytest_cache liveness/api/_proto
 

@@ -289,6 +289,35 @@ class _NoStore:
         pass
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _evaluate(_: object, args: argparse.Namespace) -> int:
+    from liveness.evaluation.command import evaluate  # models and matplotlib only for this command
+
+    return evaluate(args.labels, out=args.out, threshold=args.threshold, target_bpcer=args.target_bpcer,
+                    target_apcer=args.target_apcer, jobs=args.jobs)
+
+
+def _add_evaluate(groups: argparse._SubParsersAction) -> None:
+    p = groups.add_parser(
+        "evaluate", help="APCER/BPCER/ACER/FTA of the serving pipeline on a labelled set (docs/ACCURACY.md)",
+        description="Run a labelled set (CSV: file,label[,attack][,subject]) through the service's pipeline, "
+                    "settings and model versions, in-process; write per-item results, ISO/IEC 30107-3 figures, "
+                    "a DET curve and histograms. The service decides live when score >= threshold.",
+    )
+    p.add_argument("labels", metavar="LABELS.csv")
+    p.add_argument("--out", metavar="DIR", help="output folder (default evaluation/<timestamp>)")
+    p.add_argument("--threshold", type=float, help="operating threshold (default: the configured one)")
+    p.add_argument("--target-bpcer", type=float, metavar="X",
+                   help="recommend the threshold with the lowest APCER_max at BPCER <= X (e.g. 0.05)")
+    p.add_argument("--target-apcer", type=float, metavar="X",
+                   help="recommend the threshold with the lowest BPCER at APCER_max <= X (default 0.05 "
+                        "when no --target-bpcer is given)")
+    p.add_argument("--jobs", type=int, default=4, help="items in flight at once (default 4)")
+    p.set_defaults(opener=lambda: _NoStore(), handler=_evaluate)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -300,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(groups)
     _add_admin_key(groups)
     _add_sessions(groups)
+    _add_evaluate(groups)
     return parser
 
 
