@@ -58,7 +58,7 @@ def evaluate(
             "multi_face_policy": settings.multi_face_policy, "backend": settings.backend,
             "model_repository": str(settings.model_repository), "model_policy_file": str(settings.model_policy_file),
             # Where this version of the service has them.
-            **{k: getattr(settings, k) for k in ("fusion", "fusion_weights", "detector_fallback") if hasattr(settings, k)},
+            **{k: getattr(settings, k) for k in ("fusion", "fusion_weights", "detector_fallback")},
         },
     )
     paths = write_all(ev, out_dir)
