@@ -15,9 +15,9 @@ TRITON_METRICS_PORT ?= 8002
 TRITON_PINS  := nvidia-pytriton==0.7.0 numpy==1.26.4 onnxruntime==1.32.0
 TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell echo '$(TRITON_PINS)' | sha256sum | cut -c1-12)
 
-# gRPC code (docs/GRPC.md) is generated, never committed: liveness/api/_proto is gitignored.
+# gRPC code (docs/GRPC.md) is generated, never committed: edge/_proto is gitignored.
 PROTO     := proto/liveness/bws/v1/liveness.proto
-PROTO_OUT := liveness/api/_proto/SOURCE_SHA256
+PROTO_OUT := edge/_proto/SOURCE_SHA256
 
 .PHONY: install proto models serve test bench loadtest clean triton triton-venv triton-repo serve-triton browser
 
@@ -25,8 +25,8 @@ install: $(STAMP) $(PROTO_OUT)
 
 proto: $(PROTO_OUT)
 
-$(PROTO_OUT): $(PROTO) $(STAMP) liveness/api/protogen.py
-	$(BIN)/python -m liveness.api.protogen
+$(PROTO_OUT): $(PROTO) $(STAMP) edge/protogen.py
+	$(BIN)/python -m edge.protogen
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -116,7 +116,7 @@ evaluate: models
 	$(BIN)/python -m liveness evaluate "$(LABELS)" $(ARGS)
 
 clean:
-	rm -rf model_repository .pytest_cache liveness/api/_proto
+	rm -rf model_repository .pytest_cache edge/_proto
 
 # ---- OCI image (docs/DEPLOY.md) ------------------------------------------------------------------
 # `make image`: dist/liveness-<version>.oci.tar without any registry or container engine: a Debian

@@ -37,7 +37,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("crops / classifier pre-post (liveness.antispoof)", ("liveness/antispoof/",)),
     ("batcher / backend (liveness.inference)", ("liveness/inference/",)),
     ("key store / quota (liveness.keys, sqlite)", ("liveness/keys/", "liveness/storage/", "sqlite3")),
-    ("request parsing / answer (liveness.api, service.py)", ("liveness/api/", f"{REPO}/service.py")),
+    ("request parsing / answer (edge, service.py)", (f"{REPO}/edge/", f"{REPO}/service.py")),
     ("pipeline glue (liveness.app, pipeline, decision)", ("liveness/",)),
     ("base64 / JSON", ("base64.py", "json/", "orjson")),
     ("OpenCV / NumPy called from elsewhere", ("cv2", "numpy/")),

@@ -306,7 +306,7 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
     """Throughput of LivenessApp at each of ``cfg.concurrency`` task counts (the best one is the
     ceiling), and sequential latency.
     Returns (numbers, a T1 face box for the model-only step)."""
-    from liveness.api import facia
+    from edge import facia
     from liveness.app import LivenessApp
     from liveness.settings import Settings
 

@@ -140,8 +140,8 @@ mkdir -p "$ROOTFS"
 tar -C "$ROOTFS" --numeric-owner -xpf "$BASE"
 mkdir -p "$ROOTFS/opt/liveness/app" "$ROOTFS/opt/liveness/bin" "$ROOTFS/opt/liveness/licenses"
 # The sources bentofile.yaml packages; not tests/, benchmarks/, converters/, docs/, data/, .venv ...
-tar -C "$REPO" --exclude=__pycache__ --exclude='*.py[co]' --exclude=liveness/api/_proto \
-    -cf - service.py liveness proto model_policy.toml model_repository |
+tar -C "$REPO" --exclude=__pycache__ --exclude='*.py[co]' --exclude=edge/_proto \
+    -cf - service.py liveness edge proto model_policy.toml model_repository |
     tar -C "$ROOTFS/opt/liveness/app" --no-same-owner -xf -
 MODEL_SOURCES=${LIVENESS_MODEL_SOURCES:-$REPO/../shared/models}
 if [[ -d $MODEL_SOURCES/licenses ]]; then      # licence texts of the upstream weights shipped here

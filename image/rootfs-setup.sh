@@ -35,7 +35,7 @@ chmod 0755 "$VENV/bin/liveness"
 # gRPC code, generated here once (grpcio-tools): at run time protogen finds it up to date and the
 # service never writes into its own code directory (the smoke test runs with a read-only rootfs).
 cd "$APP"
-"$VENV/bin/python" -m liveness.api.protogen
+"$VENV/bin/python" -m edge.protogen
 "$VENV/bin/python" -c "import service" >/dev/null   # everything the service imports is there
 
 # Container health probe (Docker HEALTHCHECK / podman --health-cmd): system python, isolated mode,

@@ -140,7 +140,7 @@ def rootfs(root_dir: str, *forbidden_dirs: str) -> None:
     secrets = [r for r in rel if r.endswith((".sqlite3", ".sqlite3-wal", "liveness.toml")) or r.startswith("data/")]
     check(not secrets, f"no key store, config file or data ({secrets[:3]})")
     check(not (root / "etc/resolv.conf").exists(), "no /etc/resolv.conf from the build host")
-    check((app / "liveness/api/_proto/liveness_pb2_grpc.py").is_file(), "gRPC code generated at build time")
+    check((app / "edge/_proto/liveness_pb2_grpc.py").is_file(), "gRPC code generated at build time")
 
     # Byte-identical copies of test media or test files, whatever their name.
     by_size: dict[int, list[Path]] = {}

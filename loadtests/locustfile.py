@@ -314,7 +314,7 @@ class ChallengeUser(HttpUser):
 # --------------------------------------------------------------------------- gRPC
 
 sys.path.insert(0, str(REPO))
-from liveness.api import protogen  # noqa: E402  (light: no models, no BentoML)
+from edge import protogen  # noqa: E402  (light: no models, no BentoML)
 
 PB2, PB2_GRPC = protogen.load()
 GRPC_METHOD = "/liveness.bws.v1.LivenessWebService/LivenessDetection"

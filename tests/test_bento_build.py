@@ -22,6 +22,7 @@ def test_bentoml_build_packages_service_and_models(tmp_path, model_repository):
     assert (src / "model_repository" / "minifasnet_v2" / "1" / "model.onnx").is_file()
     assert (src / "model_repository" / "retinaface" / "config.pbtxt").is_file()
     assert (src / "proto" / "liveness" / "bws" / "v1" / "liveness.proto").is_file()
+    assert (src / "edge" / "apis.py").is_file() and not (src / "edge" / "_proto").exists()  # regenerated on import
     shipped = [p.relative_to(src).as_posix() for p in src.rglob("*")]
     assert not [p for p in shipped if p.startswith(("tests/", "data/", ".venv")) or p.endswith((".sqlite3", ".jpg", ".mp4"))]
     bento_yaml = (src.parent / "bento.yaml").read_text()

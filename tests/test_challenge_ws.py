@@ -12,8 +12,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from liveness.api.challenge_ws import CLOSE_POLICY, CLOSE_TOO_BIG, PATH, challenge_ws_routes
-from liveness.api.demo import demo_routes
+from edge.challenge_ws import CLOSE_POLICY, CLOSE_TOO_BIG, PATH, challenge_ws_routes
+from edge.demo import demo_routes
 from liveness.errors import INVALID_API_KEY, ErrorKind, LivenessError
 
 ADMIN_KEY = "admin-secret"
@@ -181,7 +181,7 @@ def test_service_rate_limit_is_a_dropped_frame_not_an_error():
 
 
 def test_result_event_of_a_session_token_shows_only_what_the_session_allows():
-    from liveness.api.challenge_ws import _result_event
+    from edge.challenge_ws import _result_event
 
     hidden = _result_event({"session_id": "c1", "session": {"status": "completed", "attempt_id": 1}})
     assert hidden == {"type": "result", "session": {"status": "completed", "attempt_id": 1}}

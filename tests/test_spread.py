@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from liveness.api.spread import SpreadConnections
+from edge.spread import SpreadConnections
 
 
 async def _app(scope, receive, send):

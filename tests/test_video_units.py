@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from liveness.api.video import body_limit, parse_video_request, video_response
+from edge.video import body_limit, parse_video_request, video_response
 from liveness.detection.base import Face
 from liveness.errors import (
     CORRUPT_VIDEO,

@@ -5,7 +5,7 @@
     session store (SQLite/Mongo)    liveness.challenges.store
     the service                     liveness.challenges.service
 
-No web framework is imported here; service.py adds the HTTP routes.
+No web framework is imported here; the edge (edge.apis, edge.challenge_ws) adds the HTTP routes.
 """
 
 from liveness.challenges.service import ChallengeService, verify_result_token

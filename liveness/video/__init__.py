@@ -7,7 +7,7 @@
     early-stopping verdict                       liveness.video.decide
 
 The entry point is :func:`check_video`; HTTP parsing and the answer's JSON live in
-``liveness.api.video``.  No web framework is imported here.
+``edge.video``.  No web framework is imported here.
 """
 
 from liveness.video.check import BestFace, FrameResult, VideoIssue, VideoResult, check_video

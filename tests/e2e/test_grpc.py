@@ -24,7 +24,7 @@ from e2e_conftest import (
     run_cli,
     truncated_jpeg,
 )
-from liveness.api.protogen import load
+from edge.protogen import load
 
 pb2, pb2_grpc = load()
 VIDEO = MEDIA / "videos" / "jomariya_real_1.mp4"

@@ -7,8 +7,6 @@ and warms the version at once, and every other worker follows within its refresh
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 from dataclasses import asdict
 from typing import Any, Awaitable, Callable
@@ -17,26 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from liveness.errors import (
-    ADMIN_DISABLED,
-    INVALID_ADMIN_KEY,
-    INVALID_REQUEST,
-    ROLLOUT_REJECTED,
-    UNKNOWN_MODEL,
-    LivenessError,
-)
+from edge import render
+from edge.credentials import authorise_admin
+from liveness.errors import INVALID_REQUEST, ROLLOUT_REJECTED, UNKNOWN_MODEL, LivenessError
 from liveness.rollout.manager import RolloutError
 
 AppGetter = Callable[[], Any]  # -> LivenessApp of this worker (or None while loading)
-
-
-def _authorise(request: Request, expected_sha256: str | None) -> None:
-    if not expected_sha256:
-        raise LivenessError(ADMIN_DISABLED, "The admin API is off: set LIVENESS_ADMIN_KEY_SHA256 (see `liveness admin-key`).")
-    key = request.headers.get("x-admin-key", "")
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    if not key or not hmac.compare_digest(digest, expected_sha256.lower()):
-        raise LivenessError(INVALID_ADMIN_KEY, "Missing or wrong X-Admin-Key.")
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -74,18 +58,18 @@ def admin_routes(get_app: AppGetter, admin_key_sha256: Callable[[], str | None])
     def endpoint(fn: Callable[[Any, Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def handle(request: Request) -> JSONResponse:
             try:
-                _authorise(request, admin_key_sha256())
+                authorise_admin(request.headers, admin_key_sha256())
                 app = get_app()
                 if app is None:
-                    return JSONResponse({"error": {"code": "not_ready", "message": "Models are loading."}}, 503)
+                    return render.not_ready()
                 model = request.path_params.get("model")
                 if model is not None and model not in app.models:
                     raise LivenessError(UNKNOWN_MODEL, f"Unknown model {model!r}; known: {', '.join(app.models)}.")
                 return JSONResponse(await fn(app, request))
             except LivenessError as e:
-                return JSONResponse(e.envelope(), e.status)
+                return render.error(e)
             except RolloutError as e:
-                return JSONResponse(LivenessError(ROLLOUT_REJECTED, str(e)).envelope(), ROLLOUT_REJECTED.status)
+                return render.error(LivenessError(ROLLOUT_REJECTED, str(e)))
 
         return handle
 

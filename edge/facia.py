@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from edge.credentials import api_key_from
 from liveness import errors as E
 from liveness.errors import LivenessError
 from liveness.imaging import ImageLimits, strip_data_uri_and_b64decode
@@ -26,8 +27,7 @@ def parse_request(body: bytes) -> tuple[str | None, dict[str, Any]]:
         doc = {}
     if not isinstance(doc, dict):
         doc = {}
-    key = doc.get("hash_id")
-    return (key if isinstance(key, str) and key else None), doc
+    return api_key_from({}, doc), doc
 
 
 def selfie_bytes(doc: dict[str, Any], limits: ImageLimits) -> bytes:

@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
-from liveness.api.multipart import parse_form
+from edge.credentials import api_key_from
+from edge.multipart import parse_form
 from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
 from liveness.imaging import ImageLimits, sniff_format, strip_data_uri_and_b64decode
 from liveness.pipeline import LivenessResult
 
 IMAGE_FIELDS = ("image", "file", "selfie_image", "image_base64")
-
-
-def api_key_from(headers: Mapping[str, str], fields: Mapping[str, Any]) -> str | None:
-    key = headers.get("x-api-key") or _bearer(headers.get("authorization", "")) or fields.get("hash_id")
-    if isinstance(key, bytes):
-        key = key.decode("utf-8", "replace")
-    return key.strip() if isinstance(key, str) and key.strip() else None
 
 
 def parse_request(
@@ -46,24 +40,25 @@ def parse_request(
             raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
         if not isinstance(doc, dict):
             raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
-        text = next((doc[f] for f in IMAGE_FIELDS if doc.get(f) is not None), None)
-
-        def json_image() -> bytes:
-            if text is None or text == "":
-                raise LivenessError(MISSING_IMAGE, "The JSON body needs an 'image' field with base64 image data.")
-            if not isinstance(text, str):
-                raise LivenessError(INVALID_REQUEST, "'image' must be a base64 string.")
-            return strip_data_uri_and_b64decode(text, limits)
-
-        return api_key_from(headers, doc), json_image
+        missing = "The JSON body needs an 'image' field with base64 image data."
+        return api_key_from(headers, doc), base64_field(doc, IMAGE_FIELDS, limits, missing)
     # Anything else is the image itself (image/jpeg, image/png, application/octet-stream).
     return api_key_from(headers, {}), lambda: body
 
 
-def _bearer(value: str) -> str | None:
-    # `Authorization: Bearer <key>` is what bentoml.SyncHTTPClient(token=...) sends.
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+def base64_field(doc: Mapping[str, Any], fields: tuple[str, ...], limits: ImageLimits, missing: str) -> Callable[[], bytes]:
+    """A callable giving the decoded base64 image of the first of ``fields`` in the JSON ``doc``
+    (MISSING_IMAGE with the ``missing`` message when there is none)."""
+    text = next((doc[f] for f in fields if doc.get(f) is not None), None)
+
+    def get() -> bytes:
+        if text is None or text == "":
+            raise LivenessError(MISSING_IMAGE, missing)
+        if not isinstance(text, str):
+            raise LivenessError(INVALID_REQUEST, "'image' must be a base64 string.")
+        return strip_data_uri_and_b64decode(text, limits)
+
+    return get
 
 
 def _is_ascii(b: bytes) -> bool:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import grpc
 
-from liveness.api.protogen import load
+from edge.protogen import load
 from liveness.errors import MISSING_IMAGE, MISSING_VIDEO, MULTIPLE_FACES, NO_FACE, NOT_READY, INVALID_REQUEST, LivenessError
 from liveness.keys import Principal
 from liveness.keys.tokens import bearer_token, signing_secret, verify_token

@@ -29,8 +29,6 @@ is live video, so the newest frame is the one worth analysing.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -39,11 +37,10 @@ from typing import Any, Callable
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from edge.credentials import check_admin_key
 from liveness.errors import (
-    ADMIN_DISABLED,
     IMAGE_TOO_LARGE,
     INTERNAL_ERROR,
-    INVALID_ADMIN_KEY,
     INVALID_REQUEST,
     MISSING_API_KEY,
     NOT_READY,
@@ -79,14 +76,6 @@ def close_code(err: LivenessError) -> int:
     if err.status >= 500:
         return CLOSE_INTERNAL
     return CLOSE_POLICY
-
-
-def _admin_ok(key: str, expected_sha256: str | None) -> None:
-    if not expected_sha256:
-        raise LivenessError(ADMIN_DISABLED, "Admin options are off: set LIVENESS_ADMIN_KEY_SHA256.")
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    if not key or not hmac.compare_digest(digest, expected_sha256.lower()):
-        raise LivenessError(INVALID_ADMIN_KEY, "Wrong admin_key.")
 
 
 def parse_start(text: str) -> dict[str, Any]:
@@ -271,7 +260,8 @@ def _driver(start: dict[str, Any], service: Any, get_sessions: ServiceGetter,
     if start["auth_token"] is not None:
         return _TokenDriver(require_sessions(get_sessions()), start["auth_token"])
     if start["admin_key"] is not None:
-        _admin_ok(start["admin_key"], admin_key_sha256)
+        check_admin_key(start["admin_key"], admin_key_sha256,
+                        off="Admin options are off: set LIVENESS_ADMIN_KEY_SHA256.", wrong="Wrong admin_key.")
     return _KeyDriver(service, start["api_key"], start["challenges"], admin=start["admin_key"] is not None)
 
 

@@ -22,8 +22,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from liveness.api.multipart import parse_form
-from liveness.api.native import api_key_from
+from edge.multipart import parse_form
+from edge.credentials import api_key_from
 from liveness.errors import INVALID_REQUEST, MISSING_VIDEO, LivenessError
 from liveness.settings import Settings
 from liveness.video import VideoResult

@@ -10,7 +10,7 @@ from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-WEB = Path(__file__).resolve().parents[1] / "web"
+WEB = Path(__file__).resolve().parents[1] / "liveness" / "web"
 
 # Everything is served from here; the socket is same-origin ('self' covers ws:/wss: in CSP 3).
 SECURITY_HEADERS = {

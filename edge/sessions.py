@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from liveness.api.challenges import parse_json
-from liveness.api.multipart import parse_form
-from liveness.api.native import api_key_from
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edge import render
+from edge.challenges import parse_json
+from edge.credentials import api_key_from
+from edge.multipart import parse_form
 from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
 from liveness.imaging import ImageLimits, sniff_format, strip_data_uri_and_b64decode
 from liveness.sessions import SessionParams, parse_params
@@ -97,23 +102,19 @@ def query_int(query: Mapping[str, str], name: str, default: int) -> int:
 
 # -- GET /v1/sessions, GET|DELETE /v1/sessions/{id}, GET /v1/sessions/{id}/attempts/{n}/image ------
 
-def session_routes(get_service: Callable[[], Any]) -> list[Any]:
+def session_routes(get_service: Callable[[], Any]) -> list[Route]:
     """Starlette routes (BentoML APIs are POST-only); ``get_service`` -> this worker's
     SessionService or None while loading."""
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
 
     async def call(request: Request, fn: Callable[[Any, str | None], Any]) -> Response:
         svc = get_service()
         if svc is None:
-            return JSONResponse({"error": {"code": "not_ready", "message": "Models are loading."}}, 503,
-                                headers={"Retry-After": "1"})
+            return render.not_ready()
         key = api_key_from(request.headers, dict(request.query_params))
         try:
             return await fn(svc, key)
         except LivenessError as err:
-            return JSONResponse(err.envelope(), err.status, headers=err.headers())
+            return render.error(err)
 
     async def list_sessions(request: Request) -> Response:
         async def fn(svc: Any, key: str | None) -> Response:

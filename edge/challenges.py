@@ -1,4 +1,4 @@
-"""HTTP adapter for active challenges: request parsing and the native error envelope.
+"""HTTP adapter for active challenges: request parsing.
 
 ``POST /start`` {challenges?}, ``POST /process`` {session_id, image}, ``POST /complete``
 {session_id}; key in X-API-Key (or ``Authorization: Bearer``, or ``hash_id`` in the JSON).
@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
-from liveness.api.native import api_key_from
-from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
-from liveness.imaging import ImageLimits, strip_data_uri_and_b64decode
+from edge.credentials import api_key_from
+from edge.native import base64_field
+from liveness.errors import INVALID_REQUEST, LivenessError
+from liveness.imaging import ImageLimits
 
 FRAME_FIELDS = ("image", "frame", "image_base64")
 
@@ -33,16 +34,7 @@ def parse(body: bytes, headers: Mapping[str, str]) -> tuple[str | None, dict[str
 
 def frame_bytes(doc: dict[str, Any], limits: ImageLimits) -> Callable[[], bytes]:
     """A callable giving the frame's bytes: it runs after the key and session are checked."""
-    text = next((doc[f] for f in FRAME_FIELDS if doc.get(f) is not None), None)
-
-    def get() -> bytes:
-        if text is None or text == "":
-            raise LivenessError(MISSING_IMAGE, "The JSON body needs an 'image' field with a base64 frame.")
-        if not isinstance(text, str):
-            raise LivenessError(INVALID_REQUEST, "'image' must be a base64 string.")
-        return strip_data_uri_and_b64decode(text, limits)
-
-    return get
+    return base64_field(doc, FRAME_FIELDS, limits, "The JSON body needs an 'image' field with a base64 frame.")
 
 
 def challenges_field(doc: dict[str, Any]) -> list[str] | None:

@@ -1,0 +1,218 @@
+"""The BentoML APIs' adapters: the raw body and the request context in, the wire answer out.
+
+service.py's ``@bentoml.api`` methods delegate here, one line each, passing the service instance
+(``svc``: this worker's ``core``, ``challenges`` and ``sessions``).  A credential that is an
+app-server session's token runs that session's attempt instead of the API-key check (README
+"Sessions").  Every API sits behind ``RawBodyMiddleware`` (``add_middleware``): the body arrives
+bounded and unparsed, its real Content-Type in ``ORIGINAL_CONTENT_TYPE``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Any, Awaitable, Callable
+
+from starlette.responses import Response
+
+from edge import challenges as challenge_api
+from edge import facia, metrics, native, render
+from edge import sessions as session_api
+from edge import video as video_api
+from edge.credentials import authorise_admin, is_session_token
+from edge.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
+from edge.spread import SpreadConnections
+from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, VIDEO_TOO_LARGE, LivenessError
+from liveness.sessions import SessionService, flows, require_sessions
+from liveness.settings import Settings
+from liveness.video import check_video
+
+Ctx = Any  # bentoml.Context
+CHALLENGE_BODY_LIMIT = 64 * 1024
+
+
+async def _guard(ctx: Ctx, endpoint: str | None, call: Callable[[], Awaitable[Any]],
+                 fail: Callable[..., Response] = render.error, **extra: Any) -> Response:
+    """Run one API call: a dict it returns is a 200 answer; a LivenessError it raises is counted
+    under ``endpoint`` and rendered by ``fail`` (the native envelope plus ``extra``, or FACIA's)."""
+    try:
+        out = await call()
+    except LivenessError as err:
+        if endpoint is not None:
+            metrics.decision(endpoint, err.code)
+        return fail(err, ctx, **extra)
+    return out if isinstance(out, Response) else render.answer(ctx, 200, out)
+
+
+def _request_id(ctx: Ctx) -> str:
+    request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
+    ctx.response.headers["x-request-id"] = request_id
+    return request_id
+
+
+def _content_type(ctx: Ctx) -> str:
+    return ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
+
+
+def _sessions(svc: Any) -> SessionService:
+    return require_sessions(svc.sessions)
+
+
+def _outcome(result: Any) -> str:
+    return "live" if getattr(result, "is_live", getattr(result, "alive", False)) else "spoof"
+
+
+def session_answer(ctx: Ctx, endpoint: str, out: flows.Outcome, request_id: str, full: Callable[..., Any]) -> Response:
+    """A session client's answer: the attempt's error, or the endpoint's full answer only when the
+    session sends results to the client; always the session view."""
+    if out.error is not None:
+        metrics.decision(endpoint, out.error.code)
+        return render.error(out.error, ctx, request_id=request_id, session=out.view)
+    metrics.decision(endpoint, _outcome(out.result))
+    body = full(out.result, request_id) if out.send_results else {"request_id": request_id}
+    return render.answer(ctx, 200, {**body, "session": out.view})
+
+
+# -- passive: FACIA, native, video -------------------------------------------------------------
+
+
+async def facia_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    async def call() -> Response:
+        key, doc = facia.parse_request(body)
+        limits = svc.core.pipeline.limits
+        result = await svc.core.check_image(key, lambda: facia.selfie_bytes(doc, limits))
+        metrics.decision("facia", _outcome(result))
+        metrics.observe_result(result)
+        return render.answer(ctx, facia.SUCCESS_STATUS, facia.response(result))
+
+    return await _guard(ctx, "facia", call, fail=render.facia_error)
+
+
+async def native_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    request_id = _request_id(ctx)
+
+    async def call() -> Response:
+        key, image = native.parse_request(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
+        if is_session_token(key):
+            out = await flows.passive_attempt(_sessions(svc), key, image)
+            return session_answer(ctx, "session_passive", out, request_id, native.response)
+        result = await svc.core.check_image(key, image)
+        metrics.decision("native", _outcome(result))
+        metrics.observe_result(result)
+        return render.answer(ctx, 200, native.response(result, request_id))
+
+    return await _guard(ctx, "native", call, request_id=request_id)
+
+
+async def video_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    request_id = _request_id(ctx)
+
+    async def call() -> Response:
+        req = video_api.parse_video_request(body, _content_type(ctx), ctx.request.headers, ctx.request.query_params)
+        flags = {"return_photo": req.return_photo, "return_normalized": req.return_normalized}
+        if is_session_token(req.api_key):
+            out = await flows.video_attempt(_sessions(svc), req.api_key, req.video, req.content_type, **flags)
+            return session_answer(ctx, "session_video", out, request_id, video_api.video_response)
+        result = await check_video(svc.core, req.api_key, req.video(), req.content_type, **flags)
+        doc = video_api.video_response(result, request_id)
+        metrics.decision("video", doc["decision"])
+        return render.answer(ctx, 200, doc)
+
+    return await _guard(ctx, "video", call, request_id=request_id)
+
+
+# -- active challenges (liveness.challenges; README "Active challenges") -------------------------
+
+
+async def challenge_start(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    async def call() -> dict[str, Any]:
+        key, doc = challenge_api.parse(body, ctx.request.headers)
+        challenges = challenge_api.challenges_field(doc)
+        if is_session_token(key):
+            if challenges is not None:
+                raise LivenessError(INVALID_REQUEST, "A session token cannot choose challenges.")
+            return await flows.challenge_start(_sessions(svc), key)
+        if challenges is not None:
+            authorise_admin(ctx.request.headers, svc.core.settings.admin_key_sha256)
+        return await svc.challenges.start(key, challenges, admin=challenges is not None)
+
+    return await _guard(ctx, "challenge_start", call)
+
+
+async def challenge_process(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    async def call() -> dict[str, Any]:
+        key, doc = challenge_api.parse(body, ctx.request.headers)
+        frame = challenge_api.frame_bytes(doc, svc.core.pipeline.limits)
+        if is_session_token(key):
+            return await flows.challenge_process(_sessions(svc), key, doc.get("session_id"), frame)
+        return await svc.challenges.process(key, doc.get("session_id"), frame)
+
+    return await _guard(ctx, "challenge_process", call)
+
+
+async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    async def call() -> dict[str, Any]:
+        key, doc = challenge_api.parse(body, ctx.request.headers)
+        if is_session_token(key):
+            done = flows.challenge_answer(await flows.challenge_complete(_sessions(svc), key, doc.get("session_id")))
+        else:
+            done = await svc.challenges.complete(key, doc.get("session_id"))
+        if "verdict" in done:
+            metrics.decision("challenge_complete", done["verdict"])
+        return done
+
+    return await _guard(ctx, "challenge_complete", call)
+
+
+# -- app-server sessions and face verification (liveness.sessions; README "Sessions") -----------
+
+
+async def create_session(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    async def call() -> dict[str, Any]:
+        key, parsed = session_api.parse_create(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
+        service = _sessions(svc)
+        await svc.core.admit(key)  # a refused key costs no parsing or face work
+        params, reference = parsed()
+        return await service.create(key, params, reference)
+
+    return await _guard(ctx, None, call)
+
+
+async def verify(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    async def call() -> dict[str, Any]:
+        key, images = session_api.parse_verify(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
+        return await svc.core.compare_faces(key, images)
+
+    return await _guard(ctx, None, call)
+
+
+# -- body limits ---------------------------------------------------------------------------------
+
+
+def body_limit(settings: Settings) -> int:
+    """An image route's body limit: base64 inflates by 4/3; JSON and multipart framing need a little more."""
+    return settings.max_image_bytes * 4 // 3 + 64 * 1024
+
+
+def too_large(settings: Settings, path: str, limit: int) -> dict[str, Any]:
+    """The 413 body of a route's oversized request, in that route's format."""
+    if path == "/v1/video-liveness":
+        message = f"The request body exceeds {limit} bytes (videos up to {settings.video_max_bytes} bytes)."
+        return LivenessError(VIDEO_TOO_LARGE, message).envelope()
+    message = f"The request body exceeds {limit} bytes (images up to {settings.max_image_bytes} bytes)."
+    if path == "/liveness":
+        return {"error": message}
+    return LivenessError(IMAGE_TOO_LARGE, message).envelope()
+
+
+def add_middleware(service: Any, settings: Settings) -> None:
+    """Connection spreading and the bounded raw bodies of every API route."""
+    image = body_limit(settings)
+    service.add_asgi_middleware(SpreadConnections, every=settings.http_requests_per_connection)
+    service.add_asgi_middleware(
+        RawBodyMiddleware,
+        routes={"/liveness": image, "/v1/liveness": image, "/v1/video-liveness": video_api.body_limit(settings),
+                "/start": CHALLENGE_BODY_LIMIT, "/process": image, "/complete": CHALLENGE_BODY_LIMIT,
+                "/v1/sessions": image, "/v1/verify": 2 * image},
+        too_large=partial(too_large, settings),
+    )
