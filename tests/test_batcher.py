@@ -88,14 +88,18 @@ def test_model_failure_reaches_every_caller_and_the_batcher_keeps_working():
 
 
 def test_inflight_limit_is_respected():
-    active, peak = [0], [0]
+    active, peak, calls = [0], [0], [0]
     lock = threading.Lock()
+    both = threading.Barrier(2, timeout=60)  # the first two batches meet inside the model
 
     def run(x):
         with lock:
             active[0] += 1
+            calls[0] += 1
+            first_two = calls[0] <= 2
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.01)
+        if first_two:  # was a 10 ms sleep, which a busy machine could outlast before the 2nd began
+            both.wait()
         with lock:
             active[0] -= 1
         return [x]

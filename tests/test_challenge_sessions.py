@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ import jwt
 import numpy as np
 import pytest
 
+from liveness.admission import Admission, FixedRouting
 from liveness.challenges import steps as S
 from liveness.challenges.identity import changed, colour_hist, continuity
 from liveness.challenges.service import ChallengeService, verify_result_token
@@ -30,6 +30,8 @@ from liveness.errors import (
 )
 from liveness.imaging import ImageLimits
 from liveness.landmarks.signals import FaceSignals
+from liveness.operations import Operations
+from liveness.rollout.router import Resolved, Router
 from liveness.settings import Settings
 
 TH = S.Thresholds()
@@ -231,36 +233,50 @@ class Script:
     face: bool = True
 
 
-class FakeApp:
-    def __init__(self, script: Script) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+class FakeKeys:
+    """Two keys with quota to spare; ``charged``: the credentials whose unit was committed."""
 
-        self.script = script
-        self.executor = ThreadPoolExecutor(1)
-        self.keys = None
+    def __init__(self) -> None:
         self.charged: list[str] = []
-        self.routing = SimpleNamespace(
-            refresh=self._refresh, router=SimpleNamespace(route=lambda k: SimpleNamespace(primary={"m": 1}))
-        )
-        self.pipeline = SimpleNamespace(limits=ImageLimits(), prepare_bgr=self._prepare, classify_probs=self._classify)
 
-    async def _refresh(self) -> None:
-        pass
-
-    async def admit(self, credential):
+    def check_credential(self, credential):
         if credential not in ("key-a", "key-b"):
             raise LivenessError(INVALID_REQUEST, "bad key")
         return SimpleNamespace(key_id="id-" + credential)
 
-    @asynccontextmanager
-    async def charge(self, credential):
-        yield None
-        self.charged.append(credential)
+    def reserve_credential(self, credential):
+        return credential
+
+    def commit(self, reservation) -> None:
+        self.charged.append(reservation)
+
+    def refund(self, reservation) -> None:
+        pass
+
+
+class FakeApp(Operations):
+    """The real use cases and admission context on a scripted pipeline (no models)."""
+
+    def __init__(self, script: Script, settings: Settings) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.script = script
+        self.fake_keys = FakeKeys()
+        super().__init__(
+            settings, backend=None, executor=ThreadPoolExecutor(1),
+            pipeline=SimpleNamespace(limits=ImageLimits(), prepare_bgr=self._prepare, classify_probs=self._classify),
+            admission=Admission(self.fake_keys, FixedRouting(Router({"m": Resolved(1)}))),
+        )
+
+    @property
+    def charged(self) -> list[str]:
+        return self.fake_keys.charged
 
     async def _prepare(self, bgr, versions):
         if not self.script.face:
             raise LivenessError(NO_FACE, "no face")
-        return SimpleNamespace(face=Face(*BOX, 0.99), crops=(np.full((1, 3, 80, 80), 120.0, np.float32),))
+        return SimpleNamespace(face=Face(*BOX, 0.99), faces_found=1,
+                               crops=(np.full((1, 3, 80, 80), 120.0, np.float32),))
 
     async def _classify(self, prepared, versions):
         p = self.script.passive
@@ -280,7 +296,7 @@ class Clock:
 
 def make(tmp_path, script: Script, clock: Clock, **overrides) -> tuple[ChallengeService, FakeApp]:
     settings = Settings(db_path=tmp_path / "db.sqlite3", jwt_secret="x" * 32, **overrides)
-    app = FakeApp(script)
+    app = FakeApp(script, settings)
     return ChallengeService(app, settings, measure=app.measure, clock=clock), app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -22,8 +23,8 @@ ADMIN_SHA = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 class FakeChallenges:
     """Two frames with a face complete one step; a frame b"spoof" fails the session."""
 
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.gate = gate  # process() holds each frame until the test opens it
         self.calls: list[tuple[str, Any]] = []
         self.frames = 0
 
@@ -35,7 +36,8 @@ class FakeChallenges:
                 "expires_in_minutes": 5}
 
     async def process(self, credential: str, session_id: str, frame: bytes) -> dict:
-        await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.wait, 60)
         self.frames += 1
         failed = frame == b"spoof"
         done = not failed and self.frames >= 2
@@ -90,7 +92,8 @@ def test_failed_verification_still_completes():
     assert svc.calls[0] == ("start", (None, False))
 
 def test_frames_while_busy_are_dropped_with_feedback():
-    svc = FakeChallenges(delay=0.3)
+    gate = threading.Event()  # frame "a" stays in analysis until the drop was seen (was: a 0.3 s delay)
+    svc = FakeChallenges(gate)
     with make_client(svc).websocket_connect(PATH) as ws:
         ws.send_text(json.dumps({"type": "start", "api_key": "lk_good"}))
         ws.receive_json()
@@ -99,6 +102,7 @@ def test_frames_while_busy_are_dropped_with_feedback():
         dropped = ws.receive_json()
         assert dropped["type"] == "feedback" and dropped["reason"] == "frame_too_fast"
         assert dropped["instruction"] == "Blink" and dropped["current_step"] == 1
+        gate.set()
         assert ws.receive_json()["reason"] is None
     assert svc.frames == 1
 

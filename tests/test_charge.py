@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from liveness.keys import SqliteKeyStore
-from liveness.keys.charge import charged
+from liveness.admission import charged
 
 
 class SlowReserve(SqliteKeyStore):
@@ -64,14 +64,22 @@ def test_cancelled_during_the_check_is_refunded_and_success_is_charged(store):
     key = store.create("k", 5).raw_key
 
     async def scenario():
-        async def request(delay):
+        checking = asyncio.Event()
+
+        async def request(hang: bool):
             async with charged(store, key):
-                await asyncio.sleep(delay)
+                checking.set()
+                if hang:
+                    await asyncio.Event().wait()  # the check never ends by itself
                 return "answer"
 
-        assert await request(0) == "answer"
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(request(5), 0.05)
+        assert await request(False) == "answer"
+        checking.clear()
+        task = asyncio.create_task(request(True))
+        await checking.wait()  # the unit is reserved and the check runs ...
+        task.cancel()  # ... when the deadline passes (was: a 50 ms wait_for, racing the reservation)
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     asyncio.run(scenario())
     assert used(store, "k") == 1

@@ -13,9 +13,11 @@ import jwt
 import numpy as np
 import pytest
 
+from liveness.admission import Admission, FixedRouting
 from liveness.errors import LivenessError
 from liveness.sessions import SessionParams, SessionRecord, SessionService, SessionTokens, parse_params
 from liveness.sessions.store import MongoSessionStore, SqliteSessionStore
+from liveness.rollout.router import Router
 from liveness.settings import Settings
 
 
@@ -149,22 +151,11 @@ def test_token_secret_is_stable(store):
 
 
 class _NoAuthApp:
-    """The one seam: key admission/charging (authentication disabled)."""
+    """The one seam: the use cases, of which these tests need only the admission context (the
+    real one, authentication disabled: every caller admitted, nothing charged)."""
 
-    keys = None
-
-    async def admit(self, credential):
-        return None
-
-    class _Charge:
-        async def __aenter__(self):
-            return None
-
-        async def __aexit__(self, *exc):
-            return False
-
-    def charge(self, credential):
-        return self._Charge()
+    def __init__(self) -> None:
+        self.admission = Admission(None, FixedRouting(Router({})))
 
 
 class Clock:

@@ -146,21 +146,28 @@ def test_retinaface_variable_size_matches_onnxruntime(grpc, media, model_reposit
 
 
 def test_dynamic_batcher_batches_concurrent_requests(http, grpc, crops):
+    """Whether requests overlap in Triton's queue depends on scheduling (a busy machine can spread
+    16 "concurrent" requests out): a few bursts, and one that shares an execution is the proof."""
     n = 16
-    inf0, exe0 = stats(http, "minifasnet_v2")
-    gate = threading.Barrier(n)
+    seen = []
+    for _ in range(5):
+        inf0, exe0 = stats(http, "minifasnet_v2")
+        gate = threading.Barrier(n)
 
-    def one(i: int) -> np.ndarray:
-        gate.wait()
-        return infer(grpc, grpcclient, "minifasnet_v2", crops[i % len(crops)][None], "input", ["output"])[0]
+        def one(i: int) -> np.ndarray:
+            gate.wait()
+            return infer(grpc, grpcclient, "minifasnet_v2", crops[i % len(crops)][None], "input", ["output"])[0]
 
-    with ThreadPoolExecutor(n) as pool:
-        outs = list(pool.map(one, range(n)))
-    inf1, exe1 = stats(http, "minifasnet_v2")
-    print(f"\n{n} concurrent requests: inference_count +{inf1 - inf0}, execution_count +{exe1 - exe0}")
-    assert all(o.shape == (1, 3) for o in outs)
-    assert inf1 - inf0 == n
-    assert exe1 - exe0 < n  # several requests shared one model execution
+        with ThreadPoolExecutor(n) as pool:
+            outs = list(pool.map(one, range(n)))
+        inf1, exe1 = stats(http, "minifasnet_v2")
+        print(f"\n{n} concurrent requests: inference_count +{inf1 - inf0}, execution_count +{exe1 - exe0}")
+        assert all(o.shape == (1, 3) for o in outs)
+        assert inf1 - inf0 == n
+        seen.append(exe1 - exe0)
+        if exe1 - exe0 < n:  # several requests shared one model execution
+            return
+    pytest.fail(f"Triton never batched {n} concurrent requests: executions per burst {seen}")
 
 
 def test_explicit_load_and_unload(http, grpc, crops):

@@ -1,4 +1,5 @@
-"""Active challenge sessions on top of ``LivenessApp``: start, frames, complete, status, stats.
+"""Active challenge sessions on the use cases (``liveness.operations``): start, frames, complete,
+status, stats.
 
 Field names follow the Flask/MediaPipe service this replaces (session_id, instruction,
 current_step, total_steps, expires_in_minutes, face_detected, step_completed,
@@ -17,7 +18,7 @@ Rules (README "Active challenges"):
   so one frame may come early after a late one); a frame over the budget gets ``frame_too_fast``:
   not charged, session unchanged.
 * Quota: ONE unit per session, charged when ``complete`` gives a verdict (passed or failed).
-  ``start`` and frames only check that the key is valid and has quota left (``admit``).
+  ``start`` and frames only check that the key is valid and has quota left (``Admission.check``).
   ``complete`` again returns the same stored verdict without charging.  Expired sessions are
   never charged.
 """
@@ -29,38 +30,37 @@ import base64
 import logging
 import secrets
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import jwt
 import numpy as np
 
+from liveness.admission import Admitted
 from liveness.challenges import steps as S
 from liveness.challenges.identity import colour_hist, identity_crop
 from liveness.challenges.store import SessionRow, SessionStore, open_session_store
-from liveness.decision import fuse
 from liveness.detection.base import Face
 from liveness.errors import (
     FRAME_TOO_FAST,
     INTERNAL_ERROR,
     INVALID_REQUEST,
-    MULTIPLE_FACES,
-    NO_FACE,
     SESSION_EXPIRED,
     SESSION_FINISHED,
     SESSION_NOT_FOUND,
     LivenessError,
 )
-from liveness.imaging import decode_image
 from liveness.keys import Credential
 from liveness.keys.tokens import ALGORITHM
 from liveness.landmarks.signals import FaceSignals
 from liveness.settings import Settings
 
+if TYPE_CHECKING:
+    from liveness.operations import Operations
+
 log = logging.getLogger("liveness.challenges")
 
-Measure = Callable[[Any, np.ndarray, Any, dict[str, int]], Awaitable[FaceSignals]]
+Measure = Callable[["Operations", np.ndarray, Face, dict[str, int]], Awaitable[FaceSignals]]
 FrameHook = Callable[[np.ndarray, Face], Awaitable[None]]
-ANONYMOUS = "-"  # key_id of sessions when authentication is disabled
 TOKEN_TYPE = "challenge_result"
 # Frames are metered by a token bucket refilled at challenge_max_fps and holding FRAME_BURST frames:
 # the average rate is capped, but one frame may arrive early after a late one (client timers,
@@ -85,7 +85,7 @@ def _not_found() -> LivenessError:
 class ChallengeService:
     def __init__(
         self,
-        app: Any,  # LivenessApp
+        ops: "Operations",  # LivenessApp
         settings: Settings,
         *,
         store: SessionStore | None = None,
@@ -93,7 +93,8 @@ class ChallengeService:
         clock: Callable[[], float] = time.time,
         thresholds: S.Thresholds = S.Thresholds(),
     ) -> None:
-        self.app = app
+        self.ops = ops
+        self.admission = ops.admission
         self.settings = settings
         self.store = store or open_session_store(str(settings.db_path), settings.mongodb_uri)
         self.measure = default_measure() if measure is True else (measure or None)
@@ -118,10 +119,6 @@ class ChallengeService:
         self._measure_failed_logged = False
 
     # -- helpers -------------------------------------------------------------------------------
-
-    async def _key_id(self, credential: Credential) -> str:
-        info = await self.app.admit(credential)
-        return info.key_id if info is not None else ANONYMOUS
 
     async def _maybe_purge(self, now: float) -> None:
         if now - self._last_purge < self.settings.challenge_purge_interval_s:
@@ -154,8 +151,8 @@ class ChallengeService:
         if self._secret is None:
             if self.settings.jwt_secret:
                 self._secret = self.settings.jwt_secret.encode("utf-8")
-            elif getattr(self.app, "keys", None) is not None:
-                self._secret = self.app.keys.token_secret()
+            elif self.admission.keys is not None:
+                self._secret = self.admission.keys.token_secret()
             else:
                 self._secret = self.store.token_secret()
         return self._secret
@@ -178,7 +175,7 @@ class ChallengeService:
     ) -> dict[str, Any]:
         """``keep_frame``: keep the best frame for this session (an app-server session created
         with ``enable_session_image``), as ``challenge_return_frame`` does for all."""
-        key_id = await self._key_id(credential)
+        key_id = await self.admission.identify(credential)
         now = self.clock()
         await self._maybe_purge(now)
         if challenges is not None:
@@ -253,7 +250,7 @@ class ChallengeService:
         """``frame_hook(bgr, face)`` runs on every frame with a face (face verification of an
         app-server session) before the session is updated."""
         now = self.clock()  # the frame's timestamp: arrival on the server, before any I/O
-        key_id = await self._key_id(credential)
+        key_id = await self.admission.identify(credential)  # frames are never charged
         await self._maybe_purge(now)
         row = await self._load(key_id, session_id, now)
         self._check_open(row)
@@ -274,7 +271,7 @@ class ChallengeService:
                 if state["best_score"] is None or obs.passive > state["best_score"]:
                     state["best_score"] = obs.passive
                     if best_frame is None:
-                        best_frame = await asyncio.get_running_loop().run_in_executor(self.app.executor, _jpeg_b64, bgr)
+                        best_frame = await self.ops.cpu(_jpeg_b64, bgr)
                     changes["best_frame"] = best_frame
             new = row.with_state(state, **changes)
             if await asyncio.to_thread(self.store.update, new):
@@ -302,40 +299,28 @@ class ChallengeService:
         return out
 
     async def _measure(self, frame: bytes | Callable[[], bytes], key_id: str) -> tuple[S.Observation, dict[str, int], np.ndarray]:
-        app = self.app
-        limits = app.pipeline.limits
-
-        def decode() -> np.ndarray:
-            return decode_image(frame() if callable(frame) else frame, limits).bgr
-
-        bgr = await asyncio.get_running_loop().run_in_executor(app.executor, decode)  # bad input: LivenessError
-        await app.routing.refresh()
-        versions = dict(app.routing.router.route(key_id).primary)
+        bgr = await self.ops.decode_bgr(frame)  # bad input: LivenessError
+        versions = dict((await self.admission.route(key_id)).primary)
         try:
-            prepared = await app.pipeline.prepare_bgr(bgr, versions)
-        except LivenessError as e:
-            if e.kind in (NO_FACE, MULTIPLE_FACES):
-                return S.Observation(box=None), versions, bgr
-            raise
-        try:
-            scores = await app.pipeline.classify_probs(prepared, versions)
+            scored = await self.ops.score_frame(bgr, versions)  # uncharged
         except LivenessError:
             raise
         except Exception as e:
             log.exception("challenge frame classification failed")
             raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
+        face = scored.face
+        if face is None:  # no usable face (none, or several under "reject")
+            return S.Observation(box=None), versions, bgr
         signals = None
         if self.measure is not None:
             try:
-                signals = await self.measure(app, bgr, prepared.face, versions)
+                signals = await self.measure(self.ops, bgr, face, versions)
             except Exception:
                 if not self._measure_failed_logged:
                     log.exception("landmark measurement failed (logged once)")
                     self._measure_failed_logged = True
-        face = prepared.face
-        passive = fuse(scores, self.settings.fusion, self.settings.fusion_weights)
         return (
-            S.Observation(box=(float(face.x), float(face.y), float(face.w), float(face.h)), passive=passive,
+            S.Observation(box=(float(face.x), float(face.y), float(face.w), float(face.h)), passive=scored.score,
                           hist=colour_hist(identity_crop(bgr, face)), signals=signals),
             versions,
             bgr,
@@ -355,16 +340,23 @@ class ChallengeService:
         return ("failed" if reasons else "passed"), reasons
 
     async def complete(self, credential: Credential, session_id: str) -> dict[str, Any]:
-        key_id = await self._key_id(credential)
+        """The verdict, charged ONE unit (refunded if it cannot be stored); again: the same
+        stored verdict, not charged."""
+        async with self.admission.admit(credential) as ctx:
+            return await self._complete(ctx, session_id)
+
+    async def _complete(self, ctx: Admitted, session_id: str) -> dict[str, Any]:
+        key_id = ctx.key_id
         now = self.clock()
         row = await self._load(key_id, session_id, now)
         for _ in range(CAS_RETRIES):
             if row.status == S.COMPLETED and row.result is not None:
+                ctx.waive()  # another request stored (and paid for) it meanwhile, if we had reserved
                 return row.result  # idempotent: the stored verdict, not charged again
             state = _copy(row.state)
             verdict, reasons = self._verdict(state)
             mean = S.passive_mean(state)
-            versions = self._versions(key_id)
+            versions = await ctx.versions()
             steps_done = [c["step"] for c in state["completed"]]
             claims = {
                 "iss": "liveness",
@@ -401,21 +393,14 @@ class ChallengeService:
                 result["best_frame"] = row.best_frame
             state["status"] = S.COMPLETED
             new = row.with_state(state, result=result, best_frame=None)  # the frame leaves the store now
-            try:
-                async with self.app.charge(credential):
-                    if not await asyncio.to_thread(self.store.update, new):
-                        raise _Conflict()
-            except _Conflict:
-                row = await self._load(key_id, session_id, now)
-                continue
-            return result
+            await ctx.input_valid()  # a verdict: the session's one unit (kept once it is stored)
+            if await asyncio.to_thread(self.store.update, new):
+                return result
+            row = await self._load(key_id, session_id, now)  # lost a race with another worker
         raise LivenessError(INTERNAL_ERROR, "The challenge session is too busy; call complete again.")
 
-    def _versions(self, key_id: str) -> dict[str, int]:
-        return dict(self.app.routing.router.route(key_id).primary)
-
     async def status(self, credential: Credential, session_id: str) -> dict[str, Any]:
-        key_id = await self._key_id(credential)
+        key_id = await self.admission.identify(credential)
         now = self.clock()
         row = await self._load(key_id, session_id, now)
         st = row.state
@@ -449,10 +434,6 @@ class ChallengeService:
 
     def close(self) -> None:
         self.store.close()
-
-
-class _Conflict(Exception):
-    """Another worker changed the session between our read and write (refunds the unit)."""
 
 
 def _copy(state: dict[str, Any]) -> dict[str, Any]:

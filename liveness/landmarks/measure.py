@@ -14,18 +14,18 @@ from liveness.landmarks.iris import Eyes, IrisModule
 from liveness.landmarks.signals import FaceSignals, signals_from
 
 if TYPE_CHECKING:
-    from liveness.app import LivenessApp
+    from liveness.operations import Operations
 
 FACEMESH = FaceMeshModule()
 IRIS = IrisModule()
 
 
-async def _cpu(app: "LivenessApp", fn, *args):
+async def _cpu(app: "Operations", fn, *args):
     return await asyncio.get_running_loop().run_in_executor(app.executor, fn, *args)
 
 
 async def measure_landmarks(
-    app: "LivenessApp", bgr: np.ndarray, face: Face, versions: Mapping[str, int]
+    app: "Operations", bgr: np.ndarray, face: Face, versions: Mapping[str, int]
 ) -> tuple[FaceMesh, Eyes]:
     """Face mesh and both eyes in image pixels (pre/post-processing off the event loop)."""
     x, meta = await _cpu(app, FACEMESH.preprocess, bgr, face)
@@ -35,7 +35,7 @@ async def measure_landmarks(
     return mesh, eyes
 
 
-async def measure_face(app: "LivenessApp", bgr: np.ndarray, face: Face, versions: Mapping[str, int]) -> FaceSignals:
+async def measure_face(app: "Operations", bgr: np.ndarray, face: Face, versions: Mapping[str, int]) -> FaceSignals:
     """FaceSignals of ``face`` in the BGR frame, with ``versions["facemesh"]`` and ``versions["iris"]``."""
     mesh, eyes = await measure_landmarks(app, bgr, face, versions)
     return signals_from(mesh, eyes)

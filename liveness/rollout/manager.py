@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from liveness import clock as clocks
 from liveness.inference.base import InferenceBackend
 from liveness.rollout.policy import ModelPolicy, PolicyError
 from liveness.rollout.router import Resolved, Router, resolve
@@ -119,25 +119,35 @@ class PolicyBook:
 
 
 class LiveRouting:
-    """One worker's routing table, kept in step with the policy book."""
+    """One worker's routing table, kept in step with the policy book.
 
-    def __init__(self, book: PolicyBook, backend: InferenceBackend, refresh_interval_s: float = 1.0) -> None:
+    ``clock`` (monotonic seconds) times the refresh interval; tests pass a fake one."""
+
+    def __init__(
+        self,
+        book: PolicyBook,
+        backend: InferenceBackend,
+        refresh_interval_s: float = 1.0,
+        *,
+        clock: clocks.Clock = clocks.monotonic,
+    ) -> None:
         self.book = book
         self.backend = backend
         self.refresh_interval_s = refresh_interval_s
+        self.clock = clock
         self._revision = book.store.revision() if book.store else 0
         table = {m: st.resolved for m, st in book.states().items()}
         self.router = Router(table)
         for model, version in sorted(self.router.required()):
             backend.load_sync(model, version)
-        self._checked = time.monotonic()
+        self._checked = self.clock()
         self._lock = asyncio.Lock()
 
     async def refresh(self, force: bool = False) -> None:
         """Cheap when nothing changed: one revision read per interval."""
         if self.book.store is None:
             return
-        now = time.monotonic()
+        now = self.clock()
         if not force and now - self._checked < self.refresh_interval_s:
             return
         self._checked = now

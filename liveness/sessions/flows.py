@@ -8,7 +8,7 @@ import base64
 import hashlib
 import statistics
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -18,9 +18,11 @@ from liveness.imaging import sniff_format
 from liveness.pipeline import LivenessResult
 from liveness.sessions import model as M
 from liveness.sessions.service import AttemptResult, Grant, SessionService, digest
-from liveness.video import check_video
 from liveness.video.check import VideoResult
 from liveness.video.decide import Verdict
+
+if TYPE_CHECKING:
+    from liveness.challenges import ChallengeService
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ async def passive_attempt(service: SessionService, token: str, image: Callable[[
     grant = await service.begin(token, "passive")
     try:
         data = image()
-        result: LivenessResult = await service.app.check_image(grant.credential, data)
-        verify = await service.verify_probe(grant, await service.app.decode_bgr(data), result.face) if grant.params.verify else None
+        result: LivenessResult = await service.ops.check_image(grant.credential, data)
+        verify = await service.verify_probe(grant, await service.ops.decode_bgr(data), result.face) if grant.params.verify else None
     except LivenessError as err:
         return await _fail(service, grant, err)
     except BaseException:
@@ -69,8 +71,8 @@ async def video_attempt(
     need_photo = grant.params.verify or grant.params.enable_session_image
     try:
         data = video()
-        result: VideoResult = await check_video(
-            service.app, grant.credential, data, content_type,
+        result: VideoResult = await service.ops.check_video(
+            grant.credential, data, content_type,
             return_photo=return_photo or need_photo, return_normalized=return_normalized,
         )
         best = result.best_face
@@ -80,7 +82,7 @@ async def video_attempt(
             face = Face(float(left), float(top), float(right - left), float(bottom - top), score=1.0)
         verify = None
         if grant.params.verify and best is not None and best.photo_jpeg is not None:
-            verify = await service.verify_probe(grant, await service.app.decode_bgr(best.photo_jpeg), face)
+            verify = await service.verify_probe(grant, await service.ops.decode_bgr(best.photo_jpeg), face)
     except LivenessError as err:
         return await _fail(service, grant, err)
     except BaseException:
@@ -169,8 +171,8 @@ def challenge_answer(out: Outcome) -> dict[str, Any]:
     return {**full, "session": out.view}
 
 
-def service_challenges(service: SessionService) -> Any:
-    challenges = getattr(service, "challenges", None)
+def service_challenges(service: SessionService) -> "ChallengeService":
+    challenges = service.challenges
     if challenges is None:
         raise RuntimeError("SessionService.challenges is not wired")
     return challenges

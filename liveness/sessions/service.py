@@ -1,5 +1,5 @@
-"""App-server sessions on top of ``LivenessApp``: create, read, list, delete; the client's
-attempts (begin, finish) and face verification against the session's reference.
+"""App-server sessions on the use cases (``liveness.operations``): create, read, list, delete; the
+client's attempts (begin, finish) and face verification against the session's reference.
 
 Rules (README "Sessions"):
 
@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -51,6 +51,10 @@ from liveness.sessions.store import PurgeCounts, SessionStore, open_session_stor
 from liveness.sessions.tokens import SessionTokens
 from liveness.settings import Settings
 
+if TYPE_CHECKING:
+    from liveness.challenges import ChallengeService
+    from liveness.operations import Operations
+
 log = logging.getLogger("liveness.sessions")
 
 def require_sessions(service: "SessionService | None") -> "SessionService":
@@ -60,7 +64,6 @@ def require_sessions(service: "SessionService | None") -> "SessionService":
     return service
 
 
-ANONYMOUS = "-"  # key_id when authentication is disabled
 CAS_RETRIES = 8
 
 
@@ -127,26 +130,23 @@ class AttemptResult:
 class SessionService:
     def __init__(
         self,
-        app: Any,  # LivenessApp
+        ops: "Operations",  # LivenessApp
         settings: Settings,
         *,
         store: SessionStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.app = app
+        self.ops = ops
+        self.admission = ops.admission
         self.settings = settings
         self.store = store or open_session_store(str(settings.db_path), settings.mongodb_uri)
         self.clock = clock
-        self.challenges: Any = None  # ChallengeService, wired by the front end (challenge mode)
+        self.challenges: "ChallengeService | None" = None  # wired by the front end (challenge mode)
         configured = [s.encode("utf-8") for s in settings.session_token_secrets if s]
         self.tokens = SessionTokens(configured or [self.store.token_secret()])
         self._last_purge = 0.0
 
     # -- helpers -------------------------------------------------------------------------------
-
-    async def _key_id(self, credential: Credential) -> str:
-        info = await self.app.admit(credential)
-        return info.key_id if info is not None else ANONYMOUS
 
     async def _own(self, key_id: str, session_id: Any) -> SessionRecord:
         if not isinstance(session_id, str) or not session_id:
@@ -193,17 +193,16 @@ class SessionService:
             )
 
     async def _versions(self, key_id: str) -> dict[str, int]:
-        await self.app.routing.refresh()
-        return dict(self.app.routing.router.route(key_id).primary)
+        return dict((await self.admission.route(key_id)).primary)
 
     # -- face verification ---------------------------------------------------------------------
 
     async def reference(self, image: bytes, key_id: str) -> tuple[bytes, dict[str, Any], int]:
         """A reference image -> (embedding bytes, verify_image info).  NO_FACE / MULTIPLE_FACES
         name the field; nothing about the image is kept but the embedding."""
-        verifier = self.app.require_verifier()
+        verifier = self.ops.require_verifier()
         try:
-            template = await verifier.reference(await self.app.decode_bgr(image), await self._versions(key_id))
+            template = await verifier.reference(await self.ops.decode_bgr(image), await self._versions(key_id))
         except LivenessError as e:
             e.details.setdefault("field", "verify_image")
             raise
@@ -215,7 +214,7 @@ class SessionService:
         without a reference."""
         if grant.reference is None:
             return None
-        verifier = self.app.require_verifier()
+        verifier = self.ops.require_verifier()
         versions = await self._versions(grant.key_id)
         if grant.reference_version is not None:
             versions[verifier.model_names[-1]] = grant.reference_version
@@ -227,28 +226,29 @@ class SessionService:
         return {"is_identical": bool(r.is_identical), "match_confidence": round(float(r.match_confidence), 4)}
 
     def verify_models(self, key_id: str) -> list[dict[str, Any]]:
-        return self.app.recognition_versions(self.app.routing.router.route(key_id).primary)
+        return self.ops.recognition_versions(self.admission.route_now(key_id).primary)
 
     # -- app server ----------------------------------------------------------------------------
 
     async def create(self, credential: Credential, params: SessionParams, reference: bytes | None) -> dict[str, Any]:
-        key_id = await self._key_id(credential)
-        await self.maybe_purge()
-        now = self.clock()
-        if params.verify and not reference:
-            raise LivenessError(MISSING_IMAGE, f"Mode '{params.mode}' needs a reference image in 'verify_image'.",
-                                {"field": "verify_image"})
-        if reference and not params.verify:
-            raise LivenessError(INVALID_REQUEST, "'verify_image' is only accepted with a '*-verify' mode.",
-                                {"field": "verify_image"})
-        await self._throttle(key_id, params.device_correlation_id, now)
-        embedding, verify_image, version = (await self.reference(reference, key_id)) if reference else (None, None, None)
-        rec = SessionRecord(
-            session_id=secrets.token_urlsafe(24), key_id=key_id, params=params, created_at=now,
-            expires_at=now + params.auth_token_ttl_seconds, reference=embedding, verify_image=verify_image,
-            state={"attempts": [], "reference_version": version},
-        )
-        async with self.app.charge(credential):  # one unit, once; refunded if the insert fails
+        async with self.admission.admit(credential) as ctx:
+            key_id = ctx.key_id
+            await self.maybe_purge()
+            now = self.clock()
+            if params.verify and not reference:
+                raise LivenessError(MISSING_IMAGE, f"Mode '{params.mode}' needs a reference image in 'verify_image'.",
+                                    {"field": "verify_image"})
+            if reference and not params.verify:
+                raise LivenessError(INVALID_REQUEST, "'verify_image' is only accepted with a '*-verify' mode.",
+                                    {"field": "verify_image"})
+            await self._throttle(key_id, params.device_correlation_id, now)
+            embedding, verify_image, version = (await self.reference(reference, key_id)) if reference else (None, None, None)
+            rec = SessionRecord(
+                session_id=secrets.token_urlsafe(24), key_id=key_id, params=params, created_at=now,
+                expires_at=now + params.auth_token_ttl_seconds, reference=embedding, verify_image=verify_image,
+                state={"attempts": [], "reference_version": version},
+            )
+            await ctx.input_valid()  # parameters and reference valid: one unit, once; refunded if the insert fails
             await asyncio.to_thread(self.store.create, rec)
         out: dict[str, Any] = {
             "session_id": rec.session_id,
@@ -291,12 +291,12 @@ class SessionService:
         return out
 
     async def get(self, credential: Credential, session_id: Any) -> dict[str, Any]:
-        key_id = await self._key_id(credential)
+        key_id = await self.admission.identify(credential)
         await self.maybe_purge()
         return self.view(await self._own(key_id, session_id), self.clock())
 
     async def list(self, credential: Credential, limit: int) -> dict[str, Any]:
-        key_id = await self._key_id(credential)
+        key_id = await self.admission.identify(credential)
         limit = max(1, min(int(limit), self.settings.session_list_max))
         recs = await asyncio.to_thread(self.store.list, key_id, limit)
         now = self.clock()
@@ -305,12 +305,12 @@ class SessionService:
         ]}
 
     async def delete(self, credential: Credential, session_id: Any) -> None:
-        key_id = await self._key_id(credential)
+        key_id = await self.admission.identify(credential)
         rec = await self._own(key_id, session_id)
         await asyncio.to_thread(self.store.delete, rec.session_id)
 
     async def image(self, credential: Credential, session_id: Any, attempt_id: int) -> tuple[bytes, str]:
-        key_id = await self._key_id(credential)
+        key_id = await self.admission.identify(credential)
         rec = await self._own(key_id, session_id)
         found = await asyncio.to_thread(self.store.get_image, rec.session_id, attempt_id, self.clock())
         if found is None:
@@ -331,7 +331,7 @@ class SessionService:
             raise LivenessError(INVALID_SESSION_TOKEN, "The session token is invalid.")
         if rec.expired(self.clock()):
             raise LivenessError(SESSION_TOKEN_EXPIRED, "The session has expired; ask the app server for a new one.")
-        await self.app.admit(Prepaid(rec.key_id, rec.session_id))  # a revoked key stops its sessions
+        await self.admission.check(Prepaid(rec.key_id, rec.session_id))  # a revoked key stops its sessions
         return rec
 
     async def begin(self, token: str, family: str) -> Grant:

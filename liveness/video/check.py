@@ -13,8 +13,8 @@ decoding the next chunk, so decode and inference overlap.  With 7 live/spoof fra
 a chunk of 8 reaches a verdict on a clean clip after one chunk with one frame to spare;
 larger chunks batch better but waste more work past the stop.
 
-Charging (one quota unit per video, never per frame): the key and its quota are checked
-first (``admit``), before any parsing.  One unit is reserved once the file has passed the
+Charging (one quota unit per video, never per frame; ``liveness.admission``): the key and its
+quota are checked first, before any parsing.  One unit is reserved once the file has passed the
 probe (a readable container within every limit) and kept only when a verdict was reached --
 alive, or spoof (``RejectedByPassiveLiveDetection``).  ``FailureToAcquire`` (no usable face
 often enough) is refunded, like ``no_face`` on the image endpoint, and so is every error: bad
@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from liveness.decision import fuse
 from liveness.detection.base import Face
-from liveness.errors import INTERNAL_ERROR, MULTIPLE_FACES, NO_FACE, UNSUPPORTED_VIDEO, VIDEO_TIMEOUT, LivenessError
+from liveness.errors import INTERNAL_ERROR, UNSUPPORTED_VIDEO, VIDEO_TIMEOUT, LivenessError
 from liveness.inference.repository import ModelVersion
 from liveness.pipeline import quality_flags
 from liveness.video.decide import FAILURE_TO_ACQUIRE, REJECTED, Judge, Verdict
@@ -47,8 +46,8 @@ from liveness.video.probe import VideoInfo, VideoLimits, check_size, probe
 from liveness.video.quality import face_quality
 
 if TYPE_CHECKING:
-    from liveness.app import LivenessApp
     from liveness.keys import Credential
+    from liveness.operations import Operations
 
 log = logging.getLogger("liveness.video")
 
@@ -171,25 +170,20 @@ class _Outcome:
     detectors: tuple[str, ...] = ()  # detector models that found the face
 
 
-async def _analyze_frame(app: "LivenessApp", item: SelectedFrame, versions) -> _Outcome:
+async def _analyze_frame(ops: "Operations", item: SelectedFrame, versions) -> _Outcome:
     if item.bgr is None:
         return _Outcome(item, reason=item.reason or "unreadable_frame")
     h, w = item.bgr.shape[:2]
     if min(h, w) < MIN_FRAME_SIDE:
         return _Outcome(item, reason="frame_too_small")
-    pipeline = app.pipeline
-    try:
-        prepared = await pipeline.prepare_bgr(item.bgr, versions)
-    except LivenessError as e:
-        if e.kind in (NO_FACE, MULTIPLE_FACES):
-            return _Outcome(item, reason=e.code, faces_found=int(e.details.get("faces", 0)))
-        raise
-    scores = await pipeline.classify_probs(prepared, versions)
-    s = app.settings
-    loop = asyncio.get_running_loop()
-    quality, _ = await loop.run_in_executor(app.executor, face_quality, item.bgr, prepared.face, s.min_face_size)
+    scored = await ops.score_frame(item.bgr, versions)
+    prepared = scored.prepared
+    if prepared is None:
+        return _Outcome(item, reason=scored.reason, faces_found=scored.faces_found)
+    s = ops.settings
+    quality, _ = await ops.cpu(face_quality, item.bgr, prepared.face, s.min_face_size)
     flags = quality_flags(prepared.face, w, h, prepared.faces_found, s.min_face_size)
-    return _Outcome(item, fuse(scores, s.fusion, s.fusion_weights), prepared.face, prepared.faces_found, None, quality, flags,
+    return _Outcome(item, scored.score, prepared.face, prepared.faces_found, None, quality, flags,
                     prepared.acquisition, tuple(m.name for m in prepared.models))
 
 
@@ -241,13 +235,9 @@ def _best_face(o: _Outcome, return_photo: bool, return_normalized: bool) -> Best
 # -- the whole video ---------------------------------------------------------------------------
 
 
-class _NoVerdict(Exception):
-    """Raised inside the charge block to refund the unit (FailureToAcquire)."""
-
-
 async def check_video(
-    app: "LivenessApp",
-    raw_key: "Credential",
+    ops: "Operations",
+    credential: "Credential",
     data: bytes,
     content_type: str = "",
     *,
@@ -257,51 +247,44 @@ async def check_video(
     """Check one video.  ``content_type`` is advisory (echoed in an ``unsupported_video``
     error's details): the magic bytes decide the container.  Raises only ``LivenessError`` (limits, format, key, quota, ours)."""
     t0 = time.perf_counter()
-    s = app.settings
-    info_key = await app.admit(raw_key)
-    limits = VideoLimits.from_settings(s)
-    try:
-        check_size(data, limits)  # bytes and magic: microseconds, on the loop
-    except LivenessError as e:
-        if content_type and e.kind is UNSUPPORTED_VIDEO:
-            e.details.setdefault("content_type", content_type.split(";")[0].strip())
-        raise
-    loop = asyncio.get_running_loop()
-    pool = _decoder_pool(s.video_decode_threads)
-    try:
-        info, index = await asyncio.wait_for(
-            loop.run_in_executor(pool, probe, data, limits), s.video_decode_timeout_s + _QUEUE_GRACE_S
-        )
-    except asyncio.TimeoutError:
-        raise LivenessError(VIDEO_TIMEOUT, "reading the video container took too long") from None
-    t_probe = time.perf_counter()
-    await app.routing.refresh()
-    route = app.routing.router.route(info_key.key_id if info_key else None)
-    versions = route.primary
-    timings = {"probe": t_probe - t0}
-
-    holder: dict[str, VideoResult] = {}
-    try:
-        async with app.charge(raw_key):
-            try:
-                result = await _run(app, data, info, index, versions, limits, timings, return_photo, return_normalized)
-            except LivenessError:
-                raise
-            except Exception as e:
-                log.exception("video liveness check failed")
-                raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
-            holder["result"] = result
-            if result.verdict is Verdict.FAILURE_TO_ACQUIRE:
-                raise _NoVerdict
-        result = replace(holder["result"], charged=app.keys is not None)
-    except _NoVerdict:
-        result = holder["result"]
+    s = ops.settings
+    async with ops.admission.admit(credential) as ctx:
+        limits = VideoLimits.from_settings(s)
+        try:
+            check_size(data, limits)  # bytes and magic: microseconds, on the loop
+        except LivenessError as e:
+            if content_type and e.kind is UNSUPPORTED_VIDEO:
+                e.details.setdefault("content_type", content_type.split(";")[0].strip())
+            raise
+        loop = asyncio.get_running_loop()
+        pool = _decoder_pool(s.video_decode_threads)
+        try:
+            info, index = await asyncio.wait_for(
+                loop.run_in_executor(pool, probe, data, limits), s.video_decode_timeout_s + _QUEUE_GRACE_S
+            )
+        except asyncio.TimeoutError:
+            raise LivenessError(VIDEO_TIMEOUT, "reading the video container took too long") from None
+        t_probe = time.perf_counter()
+        versions = await ctx.versions()
+        timings = {"probe": t_probe - t0}
+        await ctx.input_valid()  # a readable container within every limit: one unit from here
+        try:
+            result = await _run(ops, data, info, index, versions, limits, timings, return_photo, return_normalized)
+        except LivenessError:
+            raise
+        except Exception as e:
+            log.exception("video liveness check failed")
+            raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
+        if result.verdict is Verdict.FAILURE_TO_ACQUIRE:
+            ctx.waive()  # no verdict: not charged
+    result = replace(result, charged=ctx.charged)
     timings["total"] = time.perf_counter() - t0
     return replace(result, timings_ms={k: round(v * 1000, 2) for k, v in timings.items()})
 
 
-async def _run(app, data, info, index, versions, limits, timings, return_photo, return_normalized) -> VideoResult:
-    s = app.settings
+async def _run(ops: "Operations", data, info, index, versions, limits, timings, return_photo,
+               return_normalized) -> VideoResult:
+    s = ops.settings
     loop = asyncio.get_running_loop()
     chunk_size = s.video_chunk_frames
     targets = select_frames(index, s.video_max_decoded_frames)
@@ -367,7 +350,7 @@ async def _run(app, data, info, index, versions, limits, timings, return_photo, 
             if not chunk:
                 break
             ti = time.perf_counter()
-            outcomes = await asyncio.gather(*(_analyze_frame(app, f, versions) for f in chunk))
+            outcomes = await asyncio.gather(*(_analyze_frame(ops, f, versions) for f in chunk))
             infer_s += time.perf_counter() - ti
             analyzed += len(chunk)
             for o in outcomes:
@@ -411,11 +394,11 @@ async def _run(app, data, info, index, versions, limits, timings, return_photo, 
     best = best_live if verdict is Verdict.LIVE else best_any
     best_face = None
     if best is not None:  # JPEG/PNG encoding off the event loop
-        best_face = await loop.run_in_executor(app.executor, _best_face, best, return_photo, return_normalized)
-    pipeline = app.pipeline
+        best_face = await ops.cpu(_best_face, best, return_photo, return_normalized)
+    pipeline = ops.pipeline
     models = (
-        *(app.backend.version_info(m, versions[m]) for m in (detectors or [pipeline.detector.model])),
-        *(app.backend.version_info(c.model, versions[c.model]) for c in pipeline.classifiers),
+        *(ops.backend.version_info(m, versions[m]) for m in (detectors or [pipeline.detector.model])),
+        *(ops.backend.version_info(c.model, versions[c.model]) for c in pipeline.classifiers),
     )
     return VideoResult(
         alive=verdict is Verdict.LIVE,

@@ -1,6 +1,13 @@
 """Active challenges over real HTTP with the real models: /start, /process, /complete,
-/status/{id}, /stats, /health.  Frames are sent at (at least) their real spacing, never faster
-than the server's challenge_max_fps; the server stamps them with its own clock.
+/status/{id}, /stats, /health.
+
+The server stamps frames with its own clock, so nothing here may depend on how fast this machine
+is: a frame is sent ``SPACING_S`` after the *answer* to the previous one (the server's two
+timestamps are then always more than ``SPACING_S`` apart, well over 1 / challenge_max_fps,
+whatever the scheduling delays); the step and face-missing timeouts are set far beyond what a
+replay needs on a busy machine (the unit tests drive those rules on a fake clock); and "too fast"
+is tested on a server whose challenge_max_fps is so low that no delay can make a second frame
+legal.
 
 The blink and head-turn tests replay the real dev video through the landmark models.
 """
@@ -25,13 +32,17 @@ pytestmark = pytest.mark.e2e
 ADMIN_KEY = "lka_e2e-challenges-admin-key-0123456789"
 ADMIN_ENV = {
     "LIVENESS_ADMIN_KEY_SHA256": hashlib.sha256(ADMIN_KEY.encode()).hexdigest(),
-    "LIVENESS_CHALLENGE_STEP_TIMEOUT_S": "60",
+    # Replays take as long as the machine makes them: no step or face-missing timeout may fire.
+    "LIVENESS_CHALLENGE_STEP_TIMEOUT_S": "3600",
+    "LIVENESS_CHALLENGE_FACE_MISSING_S": "3600",
     "LIVENESS_JWT_SECRET": "e2e-challenge-result-secret-0123456789abcdef",
 }
+# One frame per 1000 s: after the first frame, a second one is too fast for the next ~500 s.
+SLOW_ENV = {**ADMIN_ENV, "LIVENESS_CHALLENGE_MAX_FPS": "0.001", "LIVENESS_WORKERS": "1"}
 VIDEO = MEDIA / "videos" / "jomariya_real_1.mp4"
 GIF = MEDIA / "videos" / "silentface_demo.gif"
 T1 = MEDIA / "images" / "silentface_image_T1.jpg"
-SPACING_S = 0.1  # 10 fps, under the default 15
+SPACING_S = 0.1  # after each answer: server-side gaps > 0.1 s, the default cap is 15 fps
 
 def jpeg(bgr: np.ndarray) -> bytes:
     import cv2
@@ -66,6 +77,19 @@ def chal(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
         srv.stop()
 
 
+@pytest.fixture(scope="module")
+def slow_chal(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
+    """A server with challenge_max_fps 0.001 (SLOW_ENV)."""
+    d = tmp_path_factory.mktemp("challenges-slow")
+    db = d / "keys.sqlite3"
+    key = create_key(db, 100)
+    srv = start_server(db, d, SLOW_ENV)
+    try:
+        yield srv.url, key, db
+    finally:
+        srv.stop()
+
+
 def post(url: str, path: str, key: str | None, doc: dict, admin: bool = False) -> httpx.Response:
     headers = {"content-type": "application/json"}
     if key:
@@ -85,13 +109,13 @@ def start(url: str, key: str, challenges: list[str] | None = None) -> str:
 
 def send_paced(url: str, key: str, sid: str, frames: list[bytes], spacing: float = SPACING_S,
                stop_when_complete: bool = True) -> list[dict]:
+    """One frame at a time, each ``spacing`` s after the answer to the previous one: the server
+    stamped that one before answering and stamps this one after receiving it, so its gap is
+    > ``spacing`` however late either request was scheduled."""
     answers = []
-    next_at = time.monotonic()
-    for data in frames:
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        next_at = time.monotonic() + spacing
+    for i, data in enumerate(frames):
+        if i:
+            time.sleep(spacing)
         r = post(url, "/process", key, {"session_id": sid, "image": base64.b64encode(data).decode()})
         assert r.status_code == 200, r.text
         answers.append(r.json())
@@ -192,8 +216,8 @@ def test_gif_cut_from_real_to_replay_is_identity_change(chal):
     assert r.status_code == 409 and r.json()["error"]["code"] == "session_finished"
 
 
-def test_errors_unknown_foreign_malformed_too_fast(chal):
-    url, key, db = chal
+def test_errors_unknown_foreign_malformed_too_fast(slow_chal):
+    url, key, db = slow_chal
     other = create_key(db, 10)
     sid = start(url, key, ["blink"])
     frame = base64.b64encode(T1.read_bytes()).decode()
@@ -208,7 +232,8 @@ def test_errors_unknown_foreign_malformed_too_fast(chal):
     r = post(url, "/process", key, {"session_id": sid, "image": base64.b64encode(b"\xff\xd8\xff garbage" * 50).decode()})
     assert r.status_code in (400, 415) and r.json()["error"]["code"] in ("corrupt_image", "unsupported_format"), r.text
     assert httpx.get(f"{url}/status/{sid}", headers={"X-API-Key": key}).json()["frames"] == 0  # bad frames: no trace
-    # two frames at once: one is processed, the other refused as too fast (session unchanged by it)
+    # Two frames at once: one is processed, the other refused as too fast (session unchanged by
+    # it).  At 0.001 fps that holds for any interleaving and any delay between them.
     results: list[httpx.Response] = []
 
     def one() -> None:
@@ -224,6 +249,10 @@ def test_errors_unknown_foreign_malformed_too_fast(chal):
     assert next(r for r in results if r.status_code == 429).json()["error"]["code"] == "frame_too_fast"
     status = httpx.get(f"{url}/status/{sid}", headers={"X-API-Key": key}).json()
     assert status["frames"] == 1 and status["total_steps"] == 1
+    # ... and a frame sent after both answers is still too fast
+    r = post(url, "/process", key, {"session_id": sid, "image": frame})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "frame_too_fast", r.text
+    assert httpx.get(f"{url}/status/{sid}", headers={"X-API-Key": key}).json()["frames"] == 1
 
 
 def test_restart_mid_session_and_expiry(tmp_path):

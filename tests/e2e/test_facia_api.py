@@ -145,7 +145,7 @@ def test_errors_are_not_charged_and_quota_is_enforced(client, make_key, usage, t
     assert (u["used"], u["remaining"]) == (2, 0), u
 
 
-def _raw_http(port: int, head: bytes, first_chunk: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+def _raw_http(port: int, head: bytes, first_chunk: bytes, timeout: float = 60.0) -> tuple[int, bytes]:
     """Send request headers plus only ``first_chunk`` of the body, then read the response."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(head + first_chunk)

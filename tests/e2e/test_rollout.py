@@ -53,43 +53,83 @@ def versions_used(doc: dict) -> dict[str, int]:
     return {m["name"]: m["version"] for m in doc["models"]}
 
 
+def wait_for(cond, what: str, timeout: float = 180.0) -> None:
+    """Poll ``cond`` until it holds; the deadline is only there to end a hung run."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("triton", marks=pytest.mark.triton)])
 def test_promote_and_rollback_under_load_fail_no_request(backend, request):
+    """Every step waits for what it needs to see (polling), never for a fixed time: the old
+    sleeps assumed how many requests a machine answers per second and how soon every worker's
+    refresh (each polls the policy store once per second, on its next request) lands."""
     srv = request.getfixturevalue("rollout_server" if backend == "embedded" else "triton_rollout_server")
     key = create_key(srv.db_path, 100_000)
     jpeg = T1.read_bytes()
     stop = threading.Event()
     statuses: Counter = Counter()
     seen_versions: list[int] = []
+    failures: list[str] = []
+
+    def post(c: httpx.Client) -> httpx.Response:
+        return c.post(f"{srv.url}/v1/liveness", content=jpeg, headers={"X-API-Key": key, "Content-Type": "image/jpeg"})
 
     def hammer() -> None:
-        with httpx.Client(timeout=60) as c:
+        with httpx.Client(timeout=120) as c:
             while not stop.is_set():
-                r = c.post(f"{srv.url}/v1/liveness", content=jpeg, headers={"X-API-Key": key, "Content-Type": "image/jpeg"})
+                try:
+                    r = post(c)
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
+                    continue
                 statuses[r.status_code] += 1
-                if r.status_code == 200:
-                    assert r.json()["is_live"] is True
+                if r.status_code != 200:
+                    failures.append(r.text)
+                elif r.json()["is_live"] is not True:
+                    failures.append(f"not live: {r.text}")
+                else:
                     seen_versions.append(versions_used(r.json())[MODEL])
+
+    def served_since(mark: int) -> list[int]:
+        return seen_versions[mark:]
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
     try:
-        time.sleep(1.5)
+        wait_for(lambda: len(seen_versions) >= 4 or failures, "4 answers before the promote")
         r = admin(srv, "POST", f"/models/{MODEL}/promote", {"version": 2})
         assert r.status_code == 200, r.text
-        time.sleep(3)
+        mark = len(seen_versions)
+        wait_for(lambda: served_since(mark).count(2) >= 4 or failures, "4 answers of the promoted version")
         r = admin(srv, "POST", f"/models/{MODEL}/rollback")
         assert r.status_code == 200, r.text
-        time.sleep(3)
+        rolled_back = time.monotonic()
+        mark = len(seen_versions)
+        # every hammering connection has moved back: the last 8 answers are all version 1
+        wait_for(lambda: (len(served_since(mark)) >= 8 and set(seen_versions[-8:]) == {1}) or failures,
+                 "8 answers in a row of version 1 after the rollback")
     finally:
         stop.set()
         for t in threads:
             t.join()
+    assert not failures, failures[:5]
     assert set(statuses) == {200}, statuses
-    assert 2 in seen_versions, "no request was served by the promoted version"
-    assert seen_versions[0] == 1 and seen_versions[-1] == 1, "rollback did not return to version 1"
-    metrics = httpx.get(f"{srv.url}/metrics").text
+    assert seen_versions[0] == 1, "the first answers did not come from the pinned version 1"
+    # No request in flight now.  Once a worker's refresh interval (1 s) has passed since the
+    # rollback, its next request re-reads the policy before it is routed: wait at least that
+    # (a lower bound, whatever the machine's speed), then every answer must be version 1.
+    time.sleep(max(0.0, rolled_back + 1.5 - time.monotonic()))
+    for _ in range(6):
+        with httpx.Client(timeout=120) as c:  # a new connection each: any worker may answer
+            r = post(c)
+        assert r.status_code == 200, r.text
+        assert versions_used(r.json())[MODEL] == 1, "rollback did not return to version 1"
+    metrics = httpx.get(f"{srv.url}/metrics", timeout=60).text
     assert 'liveness_model_requests_total{model="minifasnet_v2",version="2"}' in metrics
 
 
@@ -110,8 +150,8 @@ def test_canary_is_sticky_per_key_and_shadow_is_recorded_never_returned(rollout_
                 assert used["minifasnet_v1se"] == 1  # shadow never decides
     assert all(len(v) == 1 for v in per_key.values()), per_key  # sticky
     assert {v for s in per_key.values() for v in s} == {1, 2}  # 8 keys at 50%: both versions serve
-    deadline = time.time() + 10
-    while time.time() < deadline:
+    deadline = time.monotonic() + 120  # shadow results are recorded after the answers: poll
+    while time.monotonic() < deadline:
         report = admin(srv, "GET", "/shadow-report").json()["shadow"]
         if report and report[0]["samples"] >= 24:
             break

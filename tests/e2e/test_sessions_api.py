@@ -31,8 +31,14 @@ ENV = {
     # The challenge round trip replays the dev video's blinks: one blink step.
     "LIVENESS_CHALLENGE_POOL": json.dumps(["blink"]),
     "LIVENESS_CHALLENGE_STEPS": "1",
-    "LIVENESS_CHALLENGE_STEP_TIMEOUT_S": "60",
+    # Replays take as long as the machine makes them: no step or face-missing timeout may fire.
+    "LIVENESS_CHALLENGE_STEP_TIMEOUT_S": "3600",
+    "LIVENESS_CHALLENGE_FACE_MISSING_S": "3600",
 }
+# A frame is sent this long after the answer to the previous one, so the server's timestamps of
+# two frames are always more than this apart (> 1/15 s, the frame-rate caps), however the
+# machine schedules the requests.
+SPACING_S = 0.1
 IMAGES = MEDIA / "images"
 T1, F1 = IMAGES / "silentface_image_T1.jpg", IMAGES / "silentface_image_F1.jpg"
 VER = MEDIA / "verification"
@@ -302,14 +308,13 @@ def _challenge(url: str, token: str) -> tuple[dict, list[dict], dict]:
     started = r.json()
     answers = []
     for frame in _video_frames(60, 320, 2):
-        t = time.monotonic()
         r = httpx.post(url + "/process", headers=bearer(token), timeout=60,
                        json={"session_id": started["session_id"], "image": base64.b64encode(frame).decode()})
         assert r.status_code == 200, r.text
         answers.append(r.json())
         if answers[-1]["verification_complete"] or answers[-1]["verification_failed"]:
             break
-        time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
+        time.sleep(SPACING_S)
     r = httpx.post(url + "/complete", json={"session_id": started["session_id"]}, headers=bearer(token), timeout=60)
     assert r.status_code == 200, r.text
     return started, answers, r.json()
@@ -336,6 +341,7 @@ def test_challenge_round_trip(env):
 
 def _challenge_ws(url: str, token: str) -> tuple[dict, list[dict], dict]:
     """The same replay over /v1/challenge/ws: start with the token, one frame per feedback event."""
+    from wsproto.utilities import LocalProtocolError
     from ws_client import WebSocket
 
     with WebSocket(url, "/v1/challenge/ws") as ws:
@@ -344,17 +350,24 @@ def _challenge_ws(url: str, token: str) -> tuple[dict, list[dict], dict]:
         assert started["type"] == "challenge", started
         feedback: list[dict] = []
         for frame in _video_frames(60, 320, 2):
-            t = time.monotonic()
-            ws.send_bytes(frame)
+            try:
+                ws.send_bytes(frame)
+            except LocalProtocolError:
+                # A dropped frame's feedback overtakes the previous frame's answer, so the server
+                # can finish (result, then close) while we send the next one: read what it sent.
+                break
             event = ws.receive_json()
             if event["type"] == "result":
                 return started, feedback, event
             assert event["type"] == "feedback", event
             feedback.append(event)
-            time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
-        event = ws.receive_json()  # the last frame's result
-        assert event["type"] == "result", event
-        return started, feedback, event
+            time.sleep(SPACING_S)
+        while True:  # the result, after any feedback still on its way
+            event = ws.receive_json()
+            if event["type"] == "result":
+                return started, feedback, event
+            assert event["type"] == "feedback", event
+            feedback.append(event)
 
 
 @pytest.mark.parametrize("send_results", [False, True])
