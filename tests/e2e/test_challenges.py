@@ -65,29 +65,26 @@ def video_frames(path: Path, first: int = 0, last: int | None = None, step: int 
     return out
 
 
-@pytest.fixture(scope="module")
-def chal(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
-    d = tmp_path_factory.mktemp("challenges")
+def _serve(tmp_path_factory, name: str, env: dict[str, str]) -> Iterator[tuple[str, str, Path]]:
+    d = tmp_path_factory.mktemp(name)
     db = d / "keys.sqlite3"
     key = create_key(db, 100)
-    srv = start_server(db, d, ADMIN_ENV)
+    srv = start_server(db, d, env)
     try:
         yield srv.url, key, db
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def chal(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
+    yield from _serve(tmp_path_factory, "challenges", ADMIN_ENV)
 
 
 @pytest.fixture(scope="module")
 def slow_chal(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
     """A server with challenge_max_fps 0.001 (SLOW_ENV)."""
-    d = tmp_path_factory.mktemp("challenges-slow")
-    db = d / "keys.sqlite3"
-    key = create_key(db, 100)
-    srv = start_server(db, d, SLOW_ENV)
-    try:
-        yield srv.url, key, db
-    finally:
-        srv.stop()
+    yield from _serve(tmp_path_factory, "challenges-slow", SLOW_ENV)
 
 
 def post(url: str, path: str, key: str | None, doc: dict, admin: bool = False) -> httpx.Response:
