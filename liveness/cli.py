@@ -19,8 +19,7 @@ from typing import Any, Sequence
 from liveness.errors import LivenessError
 from liveness.keys import DEFAULT_PERIOD, PERIODS, KeyLookupError, KeyStore, open_key_store
 from liveness.keys.tokens import MAX_TTL_S, make_token, signing_secret
-from liveness.detection.acquire import FaceAcquirer
-from liveness.pipeline import make_detector
+from liveness.pipeline import make_acquirer
 from liveness.rollout.manager import PolicyBook, RolloutError
 from liveness.rollout.policy import load_policy_file
 from liveness.rollout.store import open_policy_store
@@ -39,9 +38,7 @@ def store_from_env() -> KeyStore:
 def book_from_env() -> PolicyBook:
     """The same policy book the service workers read (settings from env / liveness.toml)."""
     settings = Settings()
-    acquirer = FaceAcquirer(make_detector(settings), confidence=settings.detector_confidence,
-                            fallback=settings.detector_fallback, yunet_sides=settings.detector_fallback_sides)
-    models = [*acquirer.models, *settings.antispoof_models]
+    models = [*make_acquirer(settings).models, *settings.antispoof_models]
     return PolicyBook(
         settings.model_repository,
         models,

@@ -97,19 +97,24 @@ def make_detector(settings: Settings) -> DetectorModule:
     return RetinaFace(confidence=settings.detector_confidence)
 
 
+def make_acquirer(settings: Settings, detector: DetectorModule | None = None) -> FaceAcquirer:
+    """The reference detector and its fallback passes, as the settings say."""
+    return FaceAcquirer(
+        detector or make_detector(settings),
+        confidence=settings.detector_confidence,
+        fallback=settings.detector_fallback,
+        retina_areas=settings.detector_fallback_areas,
+        yunet_sides=settings.detector_fallback_sides,
+    )
+
+
 class PassivePipeline:
     def __init__(self, backend: InferenceBackend, settings: Settings, executor: Executor) -> None:
         self.backend = backend
         self.settings = settings
         self.executor = executor
         self.detector = make_detector(settings)
-        self.acquirer = FaceAcquirer(
-            self.detector,
-            confidence=settings.detector_confidence,
-            fallback=settings.detector_fallback,
-            retina_areas=settings.detector_fallback_areas,
-            yunet_sides=settings.detector_fallback_sides,
-        )
+        self.acquirer = make_acquirer(settings, self.detector)
         # Any anti-spoof model is configuration: its config.pbtxt parameters (liveness.antispoof.spec).
         self.classifiers = [AntiSpoofModel.from_config(backend.config(m)) for m in settings.antispoof_models]
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)

@@ -133,6 +133,14 @@ class FaceAcquirer:
         self.yunet_sides = tuple(yunet_sides)
         self.yunet_model = yunet_model
         self.refiner = RetinaFace(confidence, model=primary.model) if isinstance(primary, RetinaFace) else None
+        # The fallback detectors, in the order they run (pure and stateless: built once).
+        self._retina_passes = [
+            (f"retinaface_{a}", RetinaFace(confidence, area=a, model=primary.model))
+            for a in (self.retina_areas if self.refiner is not None else ())
+        ]
+        self._yunet_passes = [(f"yunet_{s}", YuNet(confidence=confidence, max_side=s)) for s in self.yunet_sides]
+        for _, det in self._yunet_passes:
+            det.model = yunet_model
 
     @property
     def models(self) -> list[str]:
@@ -148,21 +156,18 @@ class FaceAcquirer:
         if faces or not self.fallback:
             return Acquisition(faces, [REFERENCE] * len(faces), (self.primary.model,))
         work, f = await cpu(working_copy, bgr)
-        if self.refiner is not None:
-            for area in self.retina_areas:
-                found = await self._run(RetinaFace(self.confidence, area=area, model=self.primary.model), work, f, infer, cpu)
-                if found:
-                    return Acquisition(found, [f"retinaface_{area}"] * len(found), (self.primary.model,))
-        for side in self.yunet_sides:
-            yunet = YuNet(confidence=self.confidence, max_side=side)
-            yunet.model = self.yunet_model
-            found = await self._run(yunet, work, f, infer, cpu)
+        for name, det in self._retina_passes:
+            found = await self._run(det, work, f, infer, cpu)
+            if found:
+                return Acquisition(found, [name] * len(found), (self.primary.model,))
+        for name, det in self._yunet_passes:
+            found = await self._run(det, work, f, infer, cpu)
             if not found:
                 continue
             if self.refiner is None:
-                return Acquisition(found, [f"yunet_{side}"] * len(found), (self.yunet_model,))
+                return Acquisition(found, [name] * len(found), (self.yunet_model,))
             refined, sources = await self._refine(bgr, found, infer, cpu)
-            return Acquisition(refined, [f"yunet_{side}/{s}" for s in sources], (self.yunet_model, self.primary.model))
+            return Acquisition(refined, [f"{name}/{s}" for s in sources], (self.yunet_model, self.primary.model))
         return Acquisition([], [], (self.primary.model,))
 
     async def _run(self, det: DetectorModule, work: np.ndarray, f: float, infer: Infer, cpu: Cpu) -> list[Face]:
