@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from liveness.imaging.decode import (  # noqa: E402
     ImageLimits,
     _PARSERS,
+    apply_orientation,
     decode_image,
     sniff_format,
     strip_data_uri_and_b64decode,
@@ -66,13 +67,7 @@ def pil_decode_then_rotate_in_numpy(data: bytes) -> np.ndarray:
     orientation = im.getexif().get(0x0112, 1)
     im.load()
     bgr = cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2BGR)
-    if orientation == 6:
-        bgr = cv2.rotate(bgr, cv2.ROTATE_90_CLOCKWISE)
-    elif orientation == 8:
-        bgr = cv2.rotate(bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    elif orientation == 3:
-        bgr = cv2.rotate(bgr, cv2.ROTATE_180)
-    return bgr
+    return apply_orientation(bgr, orientation)
 
 
 def b64_plus_chosen(text: str) -> np.ndarray:

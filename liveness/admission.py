@@ -123,20 +123,6 @@ class _Unit:
         return reservation
 
 
-@asynccontextmanager
-async def charged(keys: KeyStore, credential: Credential) -> AsyncIterator[Reservation]:
-    """Reserve one unit now; keep it only if the body succeeds and the request was not cancelled
-    (refunded otherwise).  The bare primitive; entry points use ``Admission.admit``."""
-    unit = _Unit(keys, credential)
-    reservation = await unit.reserve()
-    try:
-        yield reservation
-    except BaseException:
-        await unit.refund()
-        raise
-    await unit.commit()
-
-
 # -- the per-request context ---------------------------------------------------------------------
 
 

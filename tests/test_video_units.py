@@ -12,18 +12,9 @@ import numpy as np
 import pytest
 
 from edge.video import body_limit, parse_video_request, video_response
+from liveness import errors
 from liveness.detection.base import Face
-from liveness.errors import (
-    CORRUPT_VIDEO,
-    INVALID_REQUEST,
-    MISSING_VIDEO,
-    UNSUPPORTED_VIDEO,
-    VIDEO_FPS_TOO_HIGH,
-    VIDEO_RESOLUTION_TOO_HIGH,
-    VIDEO_TOO_LARGE,
-    VIDEO_TOO_LONG,
-    LivenessError,
-)
+from liveness.errors import LivenessError
 from liveness.inference.repository import ModelVersion
 from liveness.settings import Settings
 from liveness.video import BestFace, FrameResult, Judge, Verdict, VideoIndex, VideoInfo, VideoIssue, VideoResult
@@ -148,10 +139,10 @@ def test_3gp_limits_are_read_from_the_container(clip_3gp):
     """Bytes, seconds, fps and size refuse a 3GP clip before any frame is decoded (probe never
     decodes), exactly as for mp4."""
     cases = [
-        (VideoLimits(max_bytes=len(clip_3gp) - 1), VIDEO_TOO_LARGE),
-        (VideoLimits(max_seconds=2.0), VIDEO_TOO_LONG),
-        (VideoLimits(max_fps=10.0), VIDEO_FPS_TOO_HIGH),
-        (VideoLimits(max_width=640, max_height=360), VIDEO_RESOLUTION_TOO_HIGH),  # 656 > 640
+        (VideoLimits(max_bytes=len(clip_3gp) - 1), errors.VIDEO_TOO_LARGE),
+        (VideoLimits(max_seconds=2.0), errors.VIDEO_TOO_LONG),
+        (VideoLimits(max_fps=10.0), errors.VIDEO_FPS_TOO_HIGH),
+        (VideoLimits(max_width=640, max_height=360), errors.VIDEO_RESOLUTION_TOO_HIGH),  # 656 > 640
     ]
     for limits, kind in cases:
         with pytest.raises(LivenessError) as exc:
@@ -165,21 +156,21 @@ def test_probe_refuses_heif_even_with_a_playable_movie_inside(clip_3gp, brand):
     patched = clip_3gp[:8] + brand + clip_3gp[12:]  # the major brand of the ftyp box
     with pytest.raises(LivenessError) as exc:
         probe(patched, LIMITS)
-    assert exc.value.kind is UNSUPPORTED_VIDEO and exc.value.details["detected"] == "heif/avif image"
+    assert exc.value.kind is errors.UNSUPPORTED_VIDEO and exc.value.details["detected"] == "heif/avif image"
 
 
 def test_probe_refuses_random_bytes(clip_3gp):
     rng = np.random.default_rng(3)
     with pytest.raises(LivenessError) as exc:
         probe(rng.bytes(64 * 1024), LIMITS)
-    assert exc.value.kind is UNSUPPORTED_VIDEO and "3GP/3G2" in str(exc.value)
+    assert exc.value.kind is errors.UNSUPPORTED_VIDEO and "3GP/3G2" in str(exc.value)
     # A 3GP ftyp box followed by garbage reaches the mov demuxer only, which refuses it.
     with pytest.raises(LivenessError) as exc:
         probe(clip_3gp[:32] + rng.bytes(64 * 1024), LIMITS)
-    assert exc.value.kind is CORRUPT_VIDEO
+    assert exc.value.kind is errors.CORRUPT_VIDEO
     with pytest.raises(LivenessError) as exc:  # truncated phone upload
         probe(clip_3gp[: len(clip_3gp) // 3], LIMITS)
-    assert exc.value.kind is CORRUPT_VIDEO
+    assert exc.value.kind is errors.CORRUPT_VIDEO
 
 
 def decode_all(data: bytes, k: int = 6) -> list:
@@ -243,13 +234,13 @@ def test_parse_raw_body_and_flags():
     assert req.content_type == "video/mp4" and req.return_photo and not req.return_normalized
     with pytest.raises(LivenessError) as e:
         parse_video_request(b"x", "video/mp4", {}, {"return_photo": "maybe"})
-    assert e.value.kind is INVALID_REQUEST
+    assert e.value.kind is errors.INVALID_REQUEST
     with pytest.raises(LivenessError) as e:
         parse_video_request(b"", "video/mp4", {}, {})
-    assert e.value.kind is MISSING_VIDEO
+    assert e.value.kind is errors.MISSING_VIDEO
     with pytest.raises(LivenessError) as e:
         parse_video_request(b'{"video": "AAAA"}', "application/json", {}, {})
-    assert e.value.kind is INVALID_REQUEST
+    assert e.value.kind is errors.INVALID_REQUEST
 
 
 def test_parse_multipart():
@@ -266,7 +257,7 @@ def test_parse_multipart():
     req = parse_video_request(empty, f"multipart/form-data; boundary={boundary}", {}, {})
     with pytest.raises(LivenessError) as e:
         req.video()
-    assert e.value.kind is MISSING_VIDEO
+    assert e.value.kind is errors.MISSING_VIDEO
     assert body_limit(Settings()) > Settings().video_max_bytes
 
 

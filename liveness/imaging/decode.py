@@ -74,6 +74,7 @@ from liveness.errors import (
     UNSUPPORTED_FORMAT,
     LivenessError,
 )
+from liveness.payload import PayloadCodes, check_payload, describe_head, parse_refusing
 
 __all__ = [
     "ImageLimits",
@@ -108,6 +109,9 @@ class DecodedImage:
 
 
 _DEFAULT_LIMITS = ImageLimits()
+
+
+_IMAGE_CODES = PayloadCodes("image", MISSING_IMAGE, EMPTY_IMAGE, IMAGE_TOO_LARGE)
 
 
 def _err(kind, message: str, **details) -> LivenessError:
@@ -261,22 +265,19 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _describe_unknown(head: bytes) -> str | None:
-    for magic, name in _OTHER_MAGIC:
-        if head.startswith(magic):
-            return name
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "avif"
-        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
-            return "heif"
-        return "iso-bmff"
-    try:
-        head.decode("ascii")
-        return "text"
-    except UnicodeDecodeError:
+def _iso_bmff_image(head: bytes) -> str | None:
+    if head[4:8] != b"ftyp":
         return None
+    brand = head[8:12]
+    if brand in (b"avif", b"avis"):
+        return "avif"
+    if brand in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
+        return "heif"
+    return "iso-bmff"
+
+
+def _describe_unknown(head: bytes) -> str | None:
+    return describe_head(head, _OTHER_MAGIC, _iso_bmff_image)
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,7 +318,8 @@ def _exif_orientation(tiff: bytes) -> int:
     return 1
 
 
-def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` turned upright for EXIF orientation 1-8 (other values: unchanged)."""
     # Same pixel permutations as OpenCV's ApplyExifOrientation / PIL's exif_transpose.
     if orientation == 2:
         img = cv2.flip(img, 1)
@@ -642,33 +644,19 @@ def decode_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> DecodedI
     All limits are checked from the bytes and the container headers before any pixel is
     decoded.  Only ``LivenessError`` is raised.
     """
-    try:
-        return _decode(data, limits)
-    except LivenessError:
-        raise
-    except MemoryError:
-        raise _err(IMAGE_TOO_MANY_PIXELS, "image is too large to decode") from None
-    except Exception as exc:
-        raise _corrupt("image could not be decoded", reason=type(exc).__name__) from None
+    return parse_refusing(
+        lambda: _decode(data, limits),
+        (IMAGE_TOO_MANY_PIXELS, "image is too large to decode"),
+        (CORRUPT_IMAGE, "image could not be decoded"),
+    )
 
 
 def _decode(data, limits: ImageLimits) -> DecodedImage:
-    if data is None:
-        raise _err(MISSING_IMAGE, "no image was provided")
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
-    elif not isinstance(data, bytes):
+    elif data is not None and not isinstance(data, bytes):
         raise _err(INVALID_REQUEST, "image must be bytes", type=type(data).__name__)
-    nbytes = len(data)
-    if nbytes == 0:
-        raise _err(EMPTY_IMAGE, "image is empty (0 bytes)")
-    if nbytes > limits.max_bytes:
-        raise _err(
-            IMAGE_TOO_LARGE,
-            f"image is {nbytes} bytes; the limit is {limits.max_bytes}",
-            nbytes=nbytes,
-            max_bytes=limits.max_bytes,
-        )
+    nbytes = check_payload(data, limits.max_bytes, _IMAGE_CODES)
 
     fmt = sniff_format(data)
     if fmt is None and data[:2] == b"\xff\xd8":
@@ -710,7 +698,7 @@ def _decode(data, limits: ImageLimits) -> DecodedImage:
         img = _to_bgr_over_black(img)
 
     if orientation != 1:
-        img = _apply_orientation(img, orientation)
+        img = apply_orientation(img, orientation)
     if not img.flags.c_contiguous:
         img = np.ascontiguousarray(img)
     h, w = img.shape[:2]

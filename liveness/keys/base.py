@@ -214,6 +214,12 @@ def pick_by_ref(ref: str, by_id: KeyInfo | None, by_name: list[KeyInfo]) -> KeyI
 # --------------------------------------------------------------------------- contract
 
 
+def _usable(info: KeyInfo | None) -> KeyInfo:
+    if info is None or info.revoked:
+        raise invalid_key_error()
+    return info
+
+
 class KeyStore(ABC):
     """Storage for API keys and their per-period usage counters.
 
@@ -223,13 +229,44 @@ class KeyStore(ABC):
 
     clock: Clock
 
-    @abstractmethod
     def create(self, name: str, limit: int, period: str = DEFAULT_PERIOD) -> IssuedKey:
         """Issue a key.  The raw key is only in the returned value; only its hash is stored."""
+        validate_new_key(name, limit, period)
+        raw_key = generate_raw_key()
+        created_at = self._stored_time(as_utc(self.clock()))
+        for _attempt in range(5):
+            info = KeyInfo(
+                key_id=generate_key_id(), name=name, prefix=display_prefix(raw_key), limit=limit,
+                period=period, created_at=created_at,  # type: ignore[arg-type]
+            )
+            if self._insert_key(info, hash_key(raw_key)):
+                return IssuedKey(info=info, raw_key=raw_key)
+        raise RuntimeError("could not allocate a unique key_id")
 
-    @abstractmethod
     def authenticate(self, raw_key: str | None) -> KeyInfo:
         """Look a raw key up without charging it.  Raises MISSING_API_KEY / INVALID_API_KEY."""
+        if not raw_key:
+            raise missing_key_error()
+        return _usable(self._find_by_hash(hash_key(raw_key)))
+
+    def authenticate_id(self, key_id: str) -> KeyInfo:
+        """Look a key up by its exact key_id (never by name).  Raises INVALID_API_KEY when the
+        id is unknown or the key is revoked."""
+        return _usable(self._find_by_id(key_id))
+
+    def _stored_time(self, t: datetime) -> datetime:
+        """``t`` at the precision the backend keeps (what a read gives back)."""
+        return t
+
+    @abstractmethod
+    def _insert_key(self, info: KeyInfo, key_hash: str) -> bool:
+        """Store a new key; False when its key_id is taken (astronomically unlikely: retried)."""
+
+    @abstractmethod
+    def _find_by_hash(self, key_hash: str) -> KeyInfo | None: ...
+
+    @abstractmethod
+    def _find_by_id(self, key_id: str) -> KeyInfo | None: ...
 
     def check(self, raw_key: str | None) -> KeyInfo:
         """Authenticate and refuse a spent quota, without charging: the cheap gate in front of
@@ -245,11 +282,6 @@ class KeyStore(ABC):
         """Authenticate and atomically charge one request in the current bucket.
 
         Raises MISSING_API_KEY / INVALID_API_KEY, or QUOTA_EXCEEDED when used >= limit."""
-
-    @abstractmethod
-    def authenticate_id(self, key_id: str) -> KeyInfo:
-        """Look a key up by its exact key_id (never by name).  Raises INVALID_API_KEY when the
-        id is unknown or the key is revoked."""
 
     def check_id(self, key_id: str) -> KeyInfo:
         """``check`` for a caller identified by key_id (see ``Principal``)."""

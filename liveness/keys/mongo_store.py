@@ -18,26 +18,17 @@ from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .base import (
-    DEFAULT_PERIOD,
     Clock,
-    IssuedKey,
     KeyInfo,
     KeyStore,
     Reservation,
     Usage,
     as_utc,
     bucket_for,
-    display_prefix,
-    generate_key_id,
-    generate_raw_key,
     generate_token_secret,
-    hash_key,
-    invalid_key_error,
-    missing_key_error,
     pick_by_ref,
     quota_exceeded_error,
     utcnow,
-    validate_new_key,
 )
 
 SCHEMA_VERSION = 1
@@ -124,10 +115,6 @@ class MongoKeyStore(KeyStore):
 
     # ------------------------------------------------------------------ lookups
 
-    def _by_hash(self, raw_key: str) -> KeyInfo | None:
-        doc = self.keys.find_one({"key_hash": hash_key(raw_key)}, dict(_KEY_PROJECTION))
-        return _doc_to_info(doc) if doc else None
-
     def _by_id(self, key_id: str) -> KeyInfo | None:
         doc = self.keys.find_one({"key_id": key_id}, dict(_KEY_PROJECTION))
         return _doc_to_info(doc) if doc else None
@@ -139,42 +126,28 @@ class MongoKeyStore(KeyStore):
 
     # ------------------------------------------------------------------ KeyStore API
 
-    def create(self, name: str, limit: int, period: str = DEFAULT_PERIOD) -> IssuedKey:
-        validate_new_key(name, limit, period)
-        raw_key = generate_raw_key()
-        created_at = _to_ms(as_utc(self.clock()))
-        for _attempt in range(5):
-            info = KeyInfo(
-                key_id=generate_key_id(), name=name, prefix=display_prefix(raw_key), limit=limit,
-                period=period, created_at=created_at,  # type: ignore[arg-type]
-            )
-            try:
-                with self._guard():
-                    self.keys.insert_one({
-                        "key_id": info.key_id, "name": name, "prefix": info.prefix,
-                        "key_hash": hash_key(raw_key), "limit": limit, "period": period,
-                        "created_at": created_at, "revoked_at": None,
-                    })
-                return IssuedKey(info=info, raw_key=raw_key)
-            except DuplicateKeyError:  # key_id collision (astronomically unlikely): retry
-                continue
-        raise RuntimeError("could not allocate a unique key_id")
+    def _stored_time(self, t: datetime) -> datetime:
+        return _to_ms(t)
 
-    def authenticate(self, raw_key: str | None) -> KeyInfo:
-        if not raw_key:
-            raise missing_key_error()
-        with self._guard():
-            info = self._by_hash(raw_key)
-        if info is None or info.revoked:
-            raise invalid_key_error()
-        return info
+    def _insert_key(self, info: KeyInfo, key_hash: str) -> bool:
+        try:
+            with self._guard():
+                self.keys.insert_one({
+                    "key_id": info.key_id, "name": info.name, "prefix": info.prefix, "key_hash": key_hash,
+                    "limit": info.limit, "period": info.period, "created_at": info.created_at, "revoked_at": None,
+                })
+        except DuplicateKeyError:
+            return False
+        return True
 
-    def authenticate_id(self, key_id: str) -> KeyInfo:
+    def _find_by_hash(self, key_hash: str) -> KeyInfo | None:
         with self._guard():
-            info = self._by_id(key_id)
-        if info is None or info.revoked:
-            raise invalid_key_error()
-        return info
+            doc = self.keys.find_one({"key_hash": key_hash}, dict(_KEY_PROJECTION))
+        return _doc_to_info(doc) if doc else None
+
+    def _find_by_id(self, key_id: str) -> KeyInfo | None:
+        with self._guard():
+            return self._by_id(key_id)
 
     def reserve(self, raw_key: str | None) -> Reservation:
         with self._guard():

@@ -10,18 +10,13 @@ from datetime import datetime
 from liveness.storage.sqlite import SqliteFile
 
 from .base import (
-    DEFAULT_PERIOD,
     Clock,
-    IssuedKey,
     KeyInfo,
     KeyStore,
     Reservation,
     Usage,
     as_utc,
     bucket_for,
-    display_prefix,
-    generate_key_id,
-    generate_raw_key,
     generate_token_secret,
     hash_key,
     invalid_key_error,
@@ -29,7 +24,6 @@ from .base import (
     pick_by_ref,
     quota_exceeded_error,
     utcnow,
-    validate_new_key,
 )
 
 SCHEMA_VERSION = 1
@@ -84,10 +78,8 @@ class SqliteKeyStore(SqliteFile, KeyStore):
     # ------------------------------------------------------------------ lookups
 
     @staticmethod
-    def _by_hash(conn: sqlite3.Connection, raw_key: str) -> KeyInfo | None:
-        row = conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (hash_key(raw_key),)
-        ).fetchone()
+    def _by_hash(conn: sqlite3.Connection, key_hash: str) -> KeyInfo | None:
+        row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return _row_to_info(row) if row else None
 
     @staticmethod
@@ -105,52 +97,31 @@ class SqliteKeyStore(SqliteFile, KeyStore):
 
     # ------------------------------------------------------------------ KeyStore API
 
-    def create(self, name: str, limit: int, period: str = DEFAULT_PERIOD) -> IssuedKey:
-        validate_new_key(name, limit, period)
-        raw_key = generate_raw_key()
-        created_at = as_utc(self.clock())
-        for _attempt in range(5):
-            info = KeyInfo(
-                key_id=generate_key_id(),
-                name=name,
-                prefix=display_prefix(raw_key),
-                limit=limit,
-                period=period,  # type: ignore[arg-type]
-                created_at=created_at,
-            )
-            try:
-                with self._write() as conn:
-                    conn.execute(
-                        "INSERT INTO api_keys (key_id, name, prefix, key_hash, quota_limit, period,"
-                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (info.key_id, name, info.prefix, hash_key(raw_key), limit, period,
-                         created_at.isoformat()),
-                    )
-                return IssuedKey(info=info, raw_key=raw_key)
-            except sqlite3.IntegrityError:  # key_id collision (astronomically unlikely): retry
-                continue
-        raise RuntimeError("could not allocate a unique key_id")
+    def _insert_key(self, info: KeyInfo, key_hash: str) -> bool:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO api_keys (key_id, name, prefix, key_hash, quota_limit, period,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (info.key_id, info.name, info.prefix, key_hash, info.limit, info.period,
+                     info.created_at.isoformat()),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
 
-    def authenticate(self, raw_key: str | None) -> KeyInfo:
-        if not raw_key:
-            raise missing_key_error()
+    def _find_by_hash(self, key_hash: str) -> KeyInfo | None:
         with self._read() as conn:
-            info = self._by_hash(conn, raw_key)
-        if info is None or info.revoked:
-            raise invalid_key_error()
-        return info
+            return self._by_hash(conn, key_hash)
 
-    def authenticate_id(self, key_id: str) -> KeyInfo:
+    def _find_by_id(self, key_id: str) -> KeyInfo | None:
         with self._read() as conn:
-            info = self._by_id(conn, key_id)
-        if info is None or info.revoked:
-            raise invalid_key_error()
-        return info
+            return self._by_id(conn, key_id)
 
     def reserve(self, raw_key: str | None) -> Reservation:
         if not raw_key:
             raise missing_key_error()
-        return self._reserve(lambda conn: self._by_hash(conn, raw_key))
+        return self._reserve(lambda conn: self._by_hash(conn, hash_key(raw_key)))
 
     def reserve_id(self, key_id: str) -> Reservation:
         return self._reserve(lambda conn: self._by_id(conn, key_id))

@@ -32,10 +32,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from liveness.errors import CORRUPT_VIDEO, VIDEO_RESOLUTION_TOO_HIGH, VIDEO_TIMEOUT, LivenessError
+from liveness.imaging import apply_orientation
 from liveness.video.probe import VideoIndex, VideoInfo, VideoLimits, open_container
 
 
@@ -77,12 +77,8 @@ def _to_bgr(frame) -> np.ndarray:
     rotation = int(getattr(frame, "rotation", 0) or 0) % 360
     # PyAV reports the display matrix's counter-clockwise angle; FFmpeg's player applies the
     # opposite turn (a phone's "rotate=90" clip has -90 here and is shown turned clockwise).
-    if rotation == 270:
-        bgr = cv2.rotate(bgr, cv2.ROTATE_90_CLOCKWISE)
-    elif rotation == 90:
-        bgr = cv2.rotate(bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    elif rotation == 180:
-        bgr = cv2.rotate(bgr, cv2.ROTATE_180)
+    # As EXIF orientations: 6 turns clockwise, 8 counter-clockwise, 3 half a turn.
+    bgr = apply_orientation(bgr, {270: 6, 90: 8, 180: 3}.get(rotation, 1))
     return np.ascontiguousarray(bgr)
 
 

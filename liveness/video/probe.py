@@ -49,6 +49,7 @@ from liveness.errors import (
     VIDEO_TOO_LONG,
     LivenessError,
 )
+from liveness.payload import PayloadCodes, check_payload, describe_head, parse_refusing
 
 ACCEPTED_MSG = "accepted formats are MP4, QuickTime (MOV), 3GP/3G2, WebM/Matroska and animated GIF"
 
@@ -142,6 +143,9 @@ class VideoIndex:
         return float((pts - self.start) * self.time_base)
 
 
+_VIDEO_CODES = PayloadCodes("video", MISSING_VIDEO, EMPTY_VIDEO, VIDEO_TOO_LARGE)
+
+
 def _err(kind, message: str, **details) -> LivenessError:
     return LivenessError(kind, message, details)
 
@@ -161,35 +165,21 @@ def sniff_video(data: bytes) -> str | None:
     return None
 
 
-def _describe(head: bytes) -> str | None:
-    for magic, name in _OTHER_MAGIC:
-        if head.startswith(magic):
-            return name
+def _riff_or_still(head: bytes) -> str | None:
     if head[:4] == b"RIFF":
         return {b"WEBP": "webp", b"AVI ": "avi", b"WAVE": "wav"}.get(head[8:12], "riff")
     if head[4:8] == b"ftyp" and head[8:12] in _STILL_BRANDS:
         return "heif/avif image"
-    try:
-        head.decode("ascii")
-        return "text"
-    except UnicodeDecodeError:
-        return None
+    return None
+
+
+def _describe(head: bytes) -> str | None:
+    return describe_head(head, _OTHER_MAGIC, _riff_or_still)
 
 
 def check_size(data: bytes, limits: VideoLimits) -> str:
     """Byte limits and magic bytes -> our container name.  Parses nothing."""
-    if data is None:
-        raise _err(MISSING_VIDEO, "no video was provided")
-    nbytes = len(data)
-    if nbytes == 0:
-        raise _err(EMPTY_VIDEO, "video is empty (0 bytes)")
-    if nbytes > limits.max_bytes:
-        raise _err(
-            VIDEO_TOO_LARGE,
-            f"video is {nbytes} bytes; the limit is {limits.max_bytes}",
-            nbytes=nbytes,
-            max_bytes=limits.max_bytes,
-        )
+    check_payload(data, limits.max_bytes, _VIDEO_CODES)
     fmt = sniff_video(data)
     if fmt is None:
         detected = _describe(bytes(data[:16]))
@@ -245,14 +235,11 @@ def _check_fps(fps: float, limits: VideoLimits) -> None:
 
 def probe(data: bytes, limits: VideoLimits) -> tuple[VideoInfo, VideoIndex]:
     """All limits, checked before any frame is decoded.  Only ``LivenessError`` is raised."""
-    try:
-        return _probe(data, limits)
-    except LivenessError:
-        raise
-    except MemoryError:
-        raise _err(VIDEO_TOO_LARGE, "video is too large to index") from None
-    except Exception as exc:
-        raise _err(CORRUPT_VIDEO, "video could not be read", reason=type(exc).__name__) from None
+    return parse_refusing(
+        lambda: _probe(data, limits),
+        (VIDEO_TOO_LARGE, "video is too large to index"),
+        (CORRUPT_VIDEO, "video could not be read"),
+    )
 
 
 def _probe(data: bytes, limits: VideoLimits) -> tuple[VideoInfo, VideoIndex]:
