@@ -51,6 +51,7 @@ ROLLOUT_REJECTED = ErrorKind("rollout_rejected", 409)
 NOT_READY = ErrorKind("not_ready", 503)
 MODEL_UNAVAILABLE = ErrorKind("model_unavailable", 503)
 INTERNAL_ERROR = ErrorKind("internal_error", 500)
+BUSY = ErrorKind("busy", 503)  # a bounded resource (the decode memory pool) stayed full; retry
 # Active challenges (liveness.challenges, README "Active challenges").
 SESSION_NOT_FOUND = ErrorKind("session_not_found", 404)  # unknown id, or another key's session
 SESSION_EXPIRED = ErrorKind("session_expired", 410)

@@ -74,6 +74,7 @@ from liveness.errors import (
     UNSUPPORTED_FORMAT,
     LivenessError,
 )
+from liveness.imaging.memory import DecodeMemory, default_decode_memory
 from liveness.payload import PayloadCodes, check_payload, describe_head, parse_refusing
 
 __all__ = [
@@ -96,6 +97,8 @@ class ImageLimits:
     max_pixels: int = 40_000_000
     max_side: int = 20_000  # either dimension
     min_side: int = 32  # either dimension
+    # Peak bytes one decode may take (liveness.imaging.memory), from the header.
+    max_decode_bytes: int = 640 * 1024 * 1024  # 40 Mpx at 16-bit RGBA fits
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,17 @@ class _Header(NamedTuple):
     orientation: int  # 1-8
     has_alpha: bool
     grey_key: int | None = None  # PNG greyscale tRNS colour key, in decoded sample units
+    raw_bpp: int = 3  # bytes per pixel of OpenCV's decode (3: straight to 8-bit BGR)
+    # Entropy-coded / compressed bytes, for the "too little data for that size" check.
+    data_bytes: int = 0
+
+
+def decode_cost(h: _Header) -> int:
+    """Peak bytes of decoding ``h``.  OpenCV peaks at twice its output (it decodes into a
+    buffer, then converts channel order into the result; measured for JPEG, PNG and WebP at
+    8 and 16 bits); our 8-bit BGR copy (alpha, 16 bits, orientation) comes after its buffer
+    is freed."""
+    return h.width * h.height * max(2 * h.raw_bpp, h.raw_bpp + 3)
 
 
 # SOF markers: C0-C3, C5-C7, C9-CB, CD-CF (C4 = DHT, C8 = JPG reserved, CC = DAC)
@@ -367,6 +381,8 @@ def _parse_jpeg(data: bytes, limits: ImageLimits) -> _Header:
     restart_interval = 0
     seen_scan = False
     exif_seen = False
+    scan_bytes = 0
+    arithmetic = False
 
     while True:
         # Marker: one or more 0xFF fill bytes then the marker code.
@@ -389,7 +405,16 @@ def _parse_jpeg(data: bytes, limits: ImageLimits) -> _Header:
             # of this image's scan after a premature EOI that came from damaged data.
             if pos < n and data.endswith(b"\xff\xd9") and data.find(b"\xff\xd8\xff", pos) < 0:
                 raise _corrupt("JPEG has a premature EOI marker (damaged image data)", offset=pos - 2)
-            return _Header(width, height, orientation, False)
+            # Huffman coding spends at least one bit on every 8x8 block of the full-resolution
+            # component, so fewer bytes than that is a header lying about the size (libjpeg
+            # would decode it to filler).  Arithmetic coding has no such floor.
+            blocks = -(-width // 8) * -(-height // 8)
+            if not arithmetic and scan_bytes * 8 < blocks:
+                raise _corrupt(
+                    f"JPEG has too little image data for its {width}x{height} header",
+                    width=width, height=height, data_bytes=scan_bytes,
+                )
+            return _Header(width, height, orientation, False, data_bytes=scan_bytes)
         if marker == 0x01:  # TEM: standalone, harmless
             continue
         if 0xD0 <= marker <= 0xD7:
@@ -418,6 +443,7 @@ def _parse_jpeg(data: bytes, limits: ImageLimits) -> _Header:
                 raise _corrupt("JPEG has more than one frame header")
             if seglen < 8:
                 raise _corrupt("JPEG frame header is too short")
+            arithmetic = marker >= 0xC9
             precision = data[body]
             height = (data[body + 1] << 8) | data[body + 2]
             width = (data[body + 3] << 8) | data[body + 4]
@@ -444,6 +470,7 @@ def _parse_jpeg(data: bytes, limits: ImageLimits) -> _Header:
             if m is None:
                 raise _corrupt("JPEG is truncated (no EOI marker)")
             scan_end = m.start()
+            scan_bytes += scan_end - seg_end
             expected = 0
             for r in _JPEG_RST.finditer(data, seg_end, scan_end):
                 if not restart_interval:
@@ -483,6 +510,7 @@ def _parse_png(data: bytes, limits: ImageLimits) -> _Header:
     grey_key = None
     orientation = 1
     seen_idat = False
+    idat_bytes = 0
     crc32 = zlib.crc32
     unpack = struct.unpack_from
     view = memoryview(data)  # CRC over chunk bodies without copying them
@@ -500,10 +528,14 @@ def _parse_png(data: bytes, limits: ImageLimits) -> _Header:
             raise _corrupt("PNG chunk type is invalid", offset=pos)
         if ctype_b == b"IDAT":
             seen_idat = True
+            idat_bytes += length
         elif ctype_b == b"IEND":
             if not seen_idat:
                 raise _corrupt("PNG has no image data")
-            return _Header(width, height, orientation, has_alpha, grey_key)
+            _check_png_data(width, height, depth, ctype, idat_bytes)
+            sample = 2 if depth == 16 else 1
+            return _Header(width, height, orientation, has_alpha, grey_key,
+                           raw_bpp=4 * sample if has_alpha else 3, data_bytes=idat_bytes)
         elif ctype_b == b"IHDR":
             raise _corrupt("PNG has a duplicate IHDR chunk")
         elif ctype_b == b"tRNS":
@@ -516,6 +548,21 @@ def _parse_png(data: bytes, limits: ImageLimits) -> _Header:
         elif ctype_b == b"eXIf":
             orientation = _exif_orientation(data[pos + 8:end])
         pos = end + 4
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Deflate cannot compress better than about 1032:1 (258-byte matches in 2-bit codes); the
+# slack covers zlib's header and interlacing's extra filter bytes.
+_DEFLATE_MAX_RATIO = 1100
+
+
+def _check_png_data(width: int, height: int, depth: int, ctype: int, idat_bytes: int) -> None:
+    raw = height * (1 + -(-width * _PNG_CHANNELS[ctype] * depth // 8))
+    if idat_bytes * _DEFLATE_MAX_RATIO < raw:
+        raise _corrupt(
+            f"PNG has too little image data for its {width}x{height} header",
+            width=width, height=height, data_bytes=idat_bytes,
+        )
 
 
 def _parse_webp(data: bytes, limits: ImageLimits) -> _Header:
@@ -577,7 +624,7 @@ def _parse_webp(data: bytes, limits: ImageLimits) -> _Header:
         pos = end + (size & 1)  # chunks are padded to even sizes
     if not has_bitstream or width is None:
         raise _corrupt("WebP has no image data")
-    return _Header(width, height, orientation, has_alpha)
+    return _Header(width, height, orientation, has_alpha, raw_bpp=4 if has_alpha else 3)
 
 
 _PARSERS = {"jpeg": _parse_jpeg, "png": _parse_png, "webp": _parse_webp}
@@ -612,46 +659,60 @@ _FLAGS_COLOR = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 _FLAGS_ALPHA = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
 
 
+_BAND_ROWS = 256  # rows converted at a time: temporaries stay a few MB whatever the image
+
+
 def _to_bgr_over_black(img: np.ndarray) -> np.ndarray:
     """Any OpenCV decode result (1/3/4 channels, 8/16-bit) -> HxWx3 uint8 BGR, alpha
-    composited over black."""
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
+    composited over black.  Converted in bands of rows into one output array, so a 16-bit
+    RGBA image costs its decode plus the 8-bit result, not several full-size temporaries."""
+    if img.dtype not in (np.uint8, np.uint16):
         raise _corrupt("unexpected pixel type", dtype=str(img.dtype))
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    channels = img.shape[2]
-    if channels == 3:
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise _corrupt("unexpected channel count", channels=channels)
+    if img.dtype == np.uint8 and channels == 3:
         return img
+    if img.dtype == np.uint8 and channels == 4 and img[:, :, 3].min() == 255:
+        return np.ascontiguousarray(img[:, :, :3])
+    out = np.empty((img.shape[0], img.shape[1], 3), np.uint8)
+    for top in range(0, img.shape[0], _BAND_ROWS):
+        band = img[top:top + _BAND_ROWS]
+        if band.dtype == np.uint16:
+            band = (band >> 8).astype(np.uint8)
+        out[top:top + _BAND_ROWS] = _band_to_bgr(band, channels)
+    return out
+
+
+def _band_to_bgr(band: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        return cv2.cvtColor(band.reshape(band.shape[0], band.shape[1]), cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return band
     if channels == 2:  # grey + alpha (not produced by OpenCV today, kept for safety)
-        grey, alpha = img[:, :, 0], img[:, :, 1]
+        grey, alpha = band[:, :, 0], band[:, :, 1]
         return cv2.cvtColor(cv2.multiply(grey, alpha, scale=1 / 255.0), cv2.COLOR_GRAY2BGR)
-    if channels == 4:
-        bgr, alpha = img[:, :, :3], img[:, :, 3]
-        if alpha.min() == 255:
-            return np.ascontiguousarray(bgr)
-        a3 = cv2.merge((alpha, alpha, alpha))
-        return cv2.multiply(np.ascontiguousarray(bgr), a3, scale=1 / 255.0)
-    raise _corrupt("unexpected channel count", channels=channels)
+    bgr, alpha = np.ascontiguousarray(band[:, :, :3]), band[:, :, 3]
+    return cv2.multiply(bgr, cv2.merge((alpha, alpha, alpha)), scale=1 / 255.0)
 
 
-def decode_image(data: bytes, limits: ImageLimits = _DEFAULT_LIMITS) -> DecodedImage:
+def decode_image(
+    data: bytes, limits: ImageLimits = _DEFAULT_LIMITS, memory: DecodeMemory | None = None
+) -> DecodedImage:
     """Validate and decode an encoded JPEG/PNG/WebP into an oriented BGR array.
 
     All limits are checked from the bytes and the container headers before any pixel is
-    decoded.  Only ``LivenessError`` is raised.
+    decoded; the decode then takes its memory from ``memory`` (default: the process's pool,
+    ``liveness.imaging.memory``).  Only ``LivenessError`` is raised.
     """
     return parse_refusing(
-        lambda: _decode(data, limits),
+        lambda: _decode(data, limits, memory),
         (IMAGE_TOO_MANY_PIXELS, "image is too large to decode"),
         (CORRUPT_IMAGE, "image could not be decoded"),
     )
 
 
-def _decode(data, limits: ImageLimits) -> DecodedImage:
+def _decode(data, limits: ImageLimits, memory: DecodeMemory | None) -> DecodedImage:
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
     elif data is not None and not isinstance(data, bytes):
@@ -672,18 +733,36 @@ def _decode(data, limits: ImageLimits) -> DecodedImage:
         )
 
     try:
-        width, height, orientation, has_alpha, grey_key = _PARSERS[fmt](data, limits)
+        header = _PARSERS[fmt](data, limits)
     except LivenessError:
         raise
     except (IndexError, struct.error, ValueError):
         raise _corrupt(f"{fmt.upper()} structure is invalid or truncated") from None
+    cost = decode_cost(header)
+    if cost > limits.max_decode_bytes:
+        mib = 1024 * 1024
+        raise _err(
+            IMAGE_TOO_MANY_PIXELS,
+            f"image is {header.width}x{header.height} at {header.raw_bpp} bytes per pixel: decoding it needs "
+            f"{cost // mib} MiB; the limit is {limits.max_decode_bytes // mib} MiB",
+            width=header.width, height=header.height, decode_bytes=cost, max_decode_bytes=limits.max_decode_bytes,
+        )
+    with (memory or default_decode_memory()).reserve(cost):
+        img = _pixels(data, fmt, header)
+    h, w = img.shape[:2]
+    return DecodedImage(bgr=img, format=fmt, width=int(w), height=int(h), orientation=header.orientation,
+                        nbytes=nbytes)
 
+
+def _pixels(data: bytes, fmt: str, header: _Header) -> np.ndarray:
+    width, height, orientation, has_alpha, grey_key = header[:5]
     buf = np.frombuffer(data, dtype=np.uint8)
     if has_alpha:
         raw = cv2.imdecode(buf, _FLAGS_ALPHA)
         if raw is not None and grey_key is not None and raw.ndim == 2:
             raw = np.where(raw == grey_key, 0, raw).astype(raw.dtype)
         img = None if raw is None else _to_bgr_over_black(raw)
+        del raw  # before the orientation copy: the peak is decode + result, not more
     else:
         img = cv2.imdecode(buf, _FLAGS_COLOR)
     if img is None:
@@ -699,10 +778,7 @@ def _decode(data, limits: ImageLimits) -> DecodedImage:
 
     if orientation != 1:
         img = apply_orientation(img, orientation)
-    if not img.flags.c_contiguous:
-        img = np.ascontiguousarray(img)
-    h, w = img.shape[:2]
-    return DecodedImage(bgr=img, format=fmt, width=int(w), height=int(h), orientation=orientation, nbytes=nbytes)
+    return img if img.flags.c_contiguous else np.ascontiguousarray(img)
 
 
 def decode_image_file(path: str | Path, limits: ImageLimits = _DEFAULT_LIMITS) -> DecodedImage:
