@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-# On-premises means no phoning home: the Linux wheel's usage telemetry is off for every session.
+# On-premises means no phoning home.  What really turns the Linux wheel's telemetry off is
+# ORT_DISABLE_TELEMETRY, set before this import by liveness/__init__.py; this call only stops
+# the events of sessions made from here on.
 ort.disable_telemetry_events()
 
 from liveness.errors import MODEL_UNAVAILABLE, LivenessError
