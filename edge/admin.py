@@ -7,7 +7,6 @@ and warms the version at once, and every other worker follows within its refresh
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import asdict
 from typing import Any, Awaitable, Callable
 
@@ -17,6 +16,7 @@ from starlette.routing import Route
 
 from edge import render
 from edge.credentials import authorise_admin
+from edge.json_body import parse_object
 from liveness.errors import INVALID_REQUEST, ROLLOUT_REJECTED, UNKNOWN_MODEL, LivenessError
 from liveness.rollout.manager import RolloutError
 
@@ -24,14 +24,7 @@ AppGetter = Callable[[], Any]  # -> LivenessApp of this worker (or None while lo
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
-    if not isinstance(doc, dict):
-        raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
-    return doc
+    return parse_object(await request.body())
 
 
 def _int(doc: dict[str, Any], key: str) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Mapping
 
 from edge.credentials import api_key_from
+from edge.json_body import parse_object
 from edge.multipart import parse_form
 from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
 from liveness.imaging import ImageLimits, sniff_format, strip_data_uri_and_b64decode
@@ -34,12 +34,7 @@ def parse_request(
 
         return api_key_from(headers, form), form_image
     if media == "application/json" or (media in ("", "text/plain") and body.lstrip()[:1] == b"{"):
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
-        if not isinstance(doc, dict):
-            raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
+        doc = parse_object(body, empty_ok=False)
         missing = "The JSON body needs an 'image' field with base64 image data."
         return api_key_from(headers, doc), base64_field(doc, IMAGE_FIELDS, limits, missing)
     # Anything else is the image itself (image/jpeg, image/png, application/octet-stream).
