@@ -1,25 +1,24 @@
 """Where challenge sessions live, so any worker serves any frame and a restart loses nothing.
 
-SQLite (the service's db file, table ``challenge_sessions``) by default, MongoDB (collection
-``challenge_sessions``) when ``mongodb_uri`` is set.  A row holds the session's JSON state
-(``liveness.challenges.steps``), its status, an optimistic-concurrency ``version`` (every update
-is a compare-and-set on it), the final result once completed, and - only when
-``challenge_return_frame`` is on - the best frame as base64 JPEG.  Frames are never stored
-otherwise.  Times are epoch seconds from the server clock.
+Documents of kind ``challenge_sessions`` (``liveness.storage.documents``): in the service's SQLite
+file by default, in MongoDB (collection ``challenge_sessions``) when ``mongodb_uri`` is set.  A
+row holds the session's JSON state (``liveness.challenges.steps``), its status, an
+optimistic-concurrency ``version`` (every update is a compare-and-set on it), the final result
+once completed, and - only when ``challenge_return_frame`` is on - the best frame as base64 JPEG.
+Frames are never stored otherwise.  Times are epoch seconds from the server clock.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from liveness.challenges.steps import ACTIVE, COMPLETED, FAILED, STEPS_DONE
 from liveness.errors import TOO_MANY_SESSIONS, LivenessError
-from liveness.storage.sqlite import SqliteFile
+from liveness.storage.documents import Cap, Document, DocumentStore, Group, MongoDocuments, SqliteDocuments
 
 LIVE_STATUSES = (ACTIVE, STEPS_DONE)
 
@@ -76,151 +75,99 @@ class SessionStore(ABC):
         pass
 
 
-_SCHEMA = """
-CREATE TABLE challenge_sessions (
-    session_id TEXT PRIMARY KEY,
-    key_id     TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    status     TEXT NOT NULL,
-    version    INTEGER NOT NULL,
-    state      TEXT NOT NULL,
-    result     TEXT,
-    best_frame TEXT
-);
-CREATE INDEX challenge_sessions_expiry ON challenge_sessions (expires_at);
-CREATE INDEX challenge_sessions_status ON challenge_sessions (status, expires_at)
-"""
-
-_COLS = "session_id, key_id, created_at, expires_at, status, version, state, result, best_frame"
+KIND = "challenge_sessions"
+_SECRET = "challenge_token_secret"
 
 
-def _row(r: tuple) -> SessionRow:
-    return SessionRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]) if r[7] else None, r[8])
+def _document(row: SessionRow) -> Document:
+    return Document(
+        kind=KIND, id=row.session_id, owner=row.key_id, created_at=row.created_at, expires_at=row.expires_at,
+        status=row.status, version=row.version, outcome=(row.result or {}).get("verdict"),
+        body={"state": row.state, "result": row.result, "best_frame": row.best_frame},
+    )
 
 
-class SqliteSessionStore(SqliteFile, SessionStore):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(path)
-        self._migrate_schema("challenges", 1, _SCHEMA)
-
-    def create(self, row: SessionRow, max_active: int, now: float) -> None:
-        with self._write() as conn:
-            (n,) = conn.execute(
-                "SELECT COUNT(*) FROM challenge_sessions WHERE status IN (?, ?) AND expires_at > ?", (*LIVE_STATUSES, now)
-            ).fetchone()
-            if n >= max_active:
-                raise too_many(max_active)
-            conn.execute(
-                f"INSERT INTO challenge_sessions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.session_id, row.key_id, row.created_at, row.expires_at, row.status, row.version,
-                 json.dumps(row.state), json.dumps(row.result) if row.result else None, row.best_frame),
-            )
-
-    def get(self, session_id: str) -> SessionRow | None:
-        with self._read() as conn:
-            r = conn.execute(f"SELECT {_COLS} FROM challenge_sessions WHERE session_id = ?", (session_id,)).fetchone()
-        return _row(r) if r else None
-
-    def update(self, row: SessionRow) -> bool:
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE challenge_sessions SET status = ?, version = version + 1, state = ?, result = ?, best_frame = ? "
-                "WHERE session_id = ? AND version = ?",
-                (row.status, json.dumps(row.state), json.dumps(row.result) if row.result else None, row.best_frame,
-                 row.session_id, row.version),
-            )
-            return cur.rowcount == 1
-
-    def delete(self, session_id: str) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM challenge_sessions WHERE session_id = ?", (session_id,))
-
-    def purge(self, before: float) -> int:
-        with self._write() as conn:
-            return conn.execute("DELETE FROM challenge_sessions WHERE expires_at < ?", (before,)).rowcount
-
-    def counts(self, now: float) -> dict[str, int]:
-        with self._read() as conn:
-            active = conn.execute(
-                "SELECT COUNT(*) FROM challenge_sessions WHERE status IN (?, ?) AND expires_at > ?", (*LIVE_STATUSES, now)
-            ).fetchone()[0]
-            rows = conn.execute(
-                "SELECT json_extract(result, '$.verdict'), COUNT(*) FROM challenge_sessions WHERE status = ? GROUP BY 1",
-                (COMPLETED,),
-            ).fetchall()
-            failed_open = conn.execute(
-                "SELECT COUNT(*) FROM challenge_sessions WHERE status = ?", (FAILED,)
-            ).fetchone()[0]
-            expired = conn.execute(
-                "SELECT COUNT(*) FROM challenge_sessions WHERE status IN (?, ?) AND expires_at <= ?", (*LIVE_STATUSES, now)
-            ).fetchone()[0]
-        by = {v: n for v, n in rows}
-        return {"active": active, "passed": by.get("passed", 0), "failed": by.get("failed", 0) + failed_open,
-                "expired": expired}
-
-    def token_secret(self) -> bytes:
-        return self._stored_secret("challenge_token_secret")
+def _row(doc: Document) -> SessionRow:
+    b = doc.body
+    return SessionRow(doc.id, doc.owner, doc.created_at, doc.expires_at, doc.status, doc.version, b["state"],
+                      b.get("result"), b.get("best_frame"))
 
 
-class MongoSessionStore(SessionStore):
-    def __init__(self, client_or_uri: Any, db_name: str = "liveness") -> None:
-        from pymongo import ASCENDING, MongoClient
+def _counts(tally: Mapping[Group, int]) -> dict[str, int]:
+    def total(pred: Callable[[Group], bool]) -> int:
+        return sum(n for g, n in tally.items() if pred(g))
 
-        self.client = MongoClient(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
-        db = self.client[db_name]
-        self.sessions, self.meta = db["challenge_sessions"], db["challenge_meta"]
-        self.sessions.create_index([("expires_at", ASCENDING)])
-        self.sessions.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+    def live(g: Group) -> bool:
+        return g.status in LIVE_STATUSES
 
-    @staticmethod
-    def _doc(row: SessionRow) -> dict[str, Any]:
-        return {"_id": row.session_id, "key_id": row.key_id, "created_at": row.created_at, "expires_at": row.expires_at,
-                "status": row.status, "version": row.version, "state": json.dumps(row.state),
-                "result": row.result, "best_frame": row.best_frame}
+    return {
+        "active": total(lambda g: live(g) and not g.expired),
+        "passed": total(lambda g: g.status == COMPLETED and g.outcome == "passed"),
+        # a session that failed a step never got a verdict, yet it did fail
+        "failed": total(lambda g: (g.status == COMPLETED and g.outcome == "failed") or g.status == FAILED),
+        "expired": total(lambda g: live(g) and g.expired),
+    }
+
+
+class DocumentSessionStore(SessionStore):
+    """Challenge sessions as documents of any DocumentStore."""
+
+    def __init__(self, docs: DocumentStore) -> None:
+        self.docs = docs
 
     def create(self, row: SessionRow, max_active: int, now: float) -> None:
-        # count-then-insert is not atomic across processes: the cap can overshoot by the number
-        # of concurrent starts (documented); SQLite's check is exact.
-        if self.sessions.count_documents({"status": {"$in": list(LIVE_STATUSES)}, "expires_at": {"$gt": now}}) >= max_active:
+        if not self.docs.insert(_document(row), Cap(max_active, LIVE_STATUSES, now)):
             raise too_many(max_active)
-        self.sessions.insert_one(self._doc(row))
 
     def get(self, session_id: str) -> SessionRow | None:
-        d = self.sessions.find_one({"_id": session_id})
-        if d is None:
-            return None
-        return SessionRow(d["_id"], d["key_id"], d["created_at"], d["expires_at"], d["status"], d["version"],
-                          json.loads(d["state"]), d.get("result"), d.get("best_frame"))
+        doc = self.docs.get(KIND, session_id)
+        return _row(doc) if doc else None
 
     def update(self, row: SessionRow) -> bool:
-        res = self.sessions.update_one(
-            {"_id": row.session_id, "version": row.version},
-            {"$set": {"status": row.status, "state": json.dumps(row.state), "result": row.result,
-                      "best_frame": row.best_frame}, "$inc": {"version": 1}},
-        )
-        return res.matched_count == 1
+        return self.docs.update(_document(row))
 
     def delete(self, session_id: str) -> None:
-        self.sessions.delete_one({"_id": session_id})
+        self.docs.delete(KIND, session_id)
 
     def purge(self, before: float) -> int:
-        return self.sessions.delete_many({"expires_at": {"$lt": before}}).deleted_count
+        return len(self.docs.purge(KIND, before))
 
     def counts(self, now: float) -> dict[str, int]:
-        live = {"$in": list(LIVE_STATUSES)}
-        return {
-            "active": self.sessions.count_documents({"status": live, "expires_at": {"$gt": now}}),
-            "passed": self.sessions.count_documents({"status": COMPLETED, "result.verdict": "passed"}),
-            "failed": self.sessions.count_documents({"status": COMPLETED, "result.verdict": "failed"})
-            + self.sessions.count_documents({"status": FAILED}),
-            "expired": self.sessions.count_documents({"status": live, "expires_at": {"$lte": now}}),
-        }
+        return _counts(self.docs.tally(KIND, now))
 
     def token_secret(self) -> bytes:
-        self.meta.update_one({"_id": "challenge_token_secret"},
-                             {"$setOnInsert": {"value": secrets.token_urlsafe(48)}}, upsert=True)
-        return self.meta.find_one({"_id": "challenge_token_secret"})["value"].encode("utf-8")
+        return self.docs.secret(_SECRET)
+
+    def close(self) -> None:
+        self.docs.close()
+
+
+# Rows written before the document store (challenges schema v1: table ``challenge_sessions``).
+
+def _from_sqlite_v1(r: Mapping[str, Any]) -> Document:
+    return _document(SessionRow(r["session_id"], r["key_id"], r["created_at"], r["expires_at"], r["status"],
+                                r["version"], json.loads(r["state"]), json.loads(r["result"]) if r["result"] else None,
+                                r["best_frame"]))
+
+
+def _from_mongo_v1(d: Mapping[str, Any]) -> Document:
+    return _document(SessionRow(d["_id"], d["key_id"], d["created_at"], d["expires_at"], d["status"], d["version"],
+                                json.loads(d["state"]), d.get("result"), d.get("best_frame")))
+
+
+class SqliteSessionStore(DocumentSessionStore):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        docs = SqliteDocuments(path)
+        docs.adopt_tables("challenges", 2, {"challenge_sessions": _from_sqlite_v1})
+        super().__init__(docs)
+
+
+class MongoSessionStore(DocumentSessionStore):
+    def __init__(self, client_or_uri: Any, db_name: str = "liveness") -> None:
+        docs = MongoDocuments(client_or_uri, db_name)
+        docs.adopt(KIND, _from_mongo_v1)
+        docs.adopt_secret(_SECRET, "challenge_meta")
+        super().__init__(docs)
 
 
 def open_session_store(sqlite_path: str, mongodb_uri: str | None) -> SessionStore:

@@ -1,25 +1,28 @@
 """Where sessions live, so any worker serves any call and a restart loses nothing.
 
-SQLite (the service's db file) by default, MongoDB when ``mongodb_uri`` is set.  Three tables:
+Documents (``liveness.storage.documents``) in the service's SQLite file by default, in MongoDB
+when ``mongodb_uri`` is set.  Three kinds (in MongoDB, three collections of these names):
 
-* ``liveness_sessions``: parameters, attempts (JSON), the verify reference embedding (bytes, wiped
-  at expiry and on delete) and an optimistic-concurrency ``version`` (updates compare-and-set);
-* ``liveness_session_images``: kept only for sessions created with ``enable_session_image``,
-  each with its own expiry (``session_image_retention_s``);
+* ``liveness_sessions``: owned by the API key; parameters, attempts (JSON), the verify reference
+  embedding (the blob: wiped at expiry and on delete) and an optimistic-concurrency ``version``
+  (updates compare-and-set);
+* ``liveness_session_images``: owned by their session; kept only for sessions created with
+  ``enable_session_image``, each with its own expiry (``session_image_retention_s``);
 * ``liveness_device_failures``: failed attempts per (key, device_correlation_id), for throttling.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import secrets
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from liveness.sessions.model import SessionParams, SessionRecord
-from liveness.storage.sqlite import SqliteFile
+from liveness.storage.documents import Document, DocumentStore, Match, MongoDocuments, SqliteDocuments
 
 
 @dataclass(frozen=True)
@@ -79,232 +82,162 @@ class SessionStore(ABC):
         pass
 
 
-def _params_json(p: SessionParams) -> str:
-    return json.dumps(p.as_dict())
+SESSIONS, IMAGES, FAILURES = "liveness_sessions", "liveness_session_images", "liveness_device_failures"
+_SECRET = "session_token_secret"
 
 
-def _params(text: str) -> SessionParams:
-    return SessionParams(**json.loads(text))
-
-
-_SCHEMA = """
-CREATE TABLE liveness_sessions (
-    session_id   TEXT PRIMARY KEY,
-    key_id       TEXT NOT NULL,
-    params       TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    expires_at   REAL NOT NULL,
-    version      INTEGER NOT NULL,
-    state        TEXT NOT NULL,
-    reference    BLOB,
-    verify_image TEXT
-);
-CREATE INDEX liveness_sessions_key ON liveness_sessions (key_id, created_at);
-CREATE INDEX liveness_sessions_expiry ON liveness_sessions (expires_at);
-CREATE TABLE liveness_session_images (
-    session_id TEXT NOT NULL,
-    attempt    INTEGER NOT NULL,
-    media_type TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    data       BLOB NOT NULL,
-    PRIMARY KEY (session_id, attempt)
-);
-CREATE INDEX liveness_session_images_expiry ON liveness_session_images (expires_at);
-CREATE TABLE liveness_device_failures (
-    key_id TEXT NOT NULL,
-    device TEXT NOT NULL,
-    at     REAL NOT NULL
-);
-CREATE INDEX liveness_device_failures_lookup ON liveness_device_failures (key_id, device, at)
-"""
-
-_COLS = "session_id, key_id, params, created_at, expires_at, version, state, reference, verify_image"
-
-
-def _row(r: tuple) -> SessionRecord:
-    return SessionRecord(
-        session_id=r[0], key_id=r[1], params=_params(r[2]), created_at=r[3], expires_at=r[4], version=r[5],
-        state=json.loads(r[6]), reference=bytes(r[7]) if r[7] is not None else None,
-        verify_image=json.loads(r[8]) if r[8] else None,
+def _document(rec: SessionRecord) -> Document:
+    return Document(
+        kind=SESSIONS, id=rec.session_id, owner=rec.key_id, created_at=rec.created_at, expires_at=rec.expires_at,
+        version=rec.version, blob=rec.reference,
+        body={"params": rec.params.as_dict(), "state": rec.state, "verify_image": rec.verify_image},
     )
 
 
-class SqliteSessionStore(SqliteFile, SessionStore):
+def _record(doc: Document) -> SessionRecord:
+    b = doc.body
+    return SessionRecord(session_id=doc.id, key_id=doc.owner, params=SessionParams(**b["params"]),
+                         created_at=doc.created_at, expires_at=doc.expires_at, version=doc.version, state=b["state"],
+                         reference=doc.blob, verify_image=b.get("verify_image"))
+
+
+def _image_id(session_id: str, attempt: int) -> str:
+    return f"{session_id}:{attempt}"
+
+
+def _image(session_id: str, attempt: int, data: bytes, media_type: str, created_at: float,
+           expires_at: float) -> Document:
+    return Document(kind=IMAGES, id=_image_id(session_id, attempt), owner=session_id, created_at=created_at,
+                    expires_at=expires_at, body={"attempt": attempt, "media_type": media_type}, blob=data)
+
+
+def _device(key_id: str, device: str) -> str:
+    # JSON, not a separator: a device id is the app server's free text and may contain any one.
+    return json.dumps([key_id, device])
+
+
+def _failure(key_id: str, device: str, at: float, failure_id: str | None = None) -> Document:
+    # A failure only matters within the window the purge is handed, so its expiry is its own time:
+    # purge(now - window) then drops exactly the failures older than the window.
+    return Document(kind=FAILURES, id=failure_id or uuid.uuid4().hex, owner=_device(key_id, device), created_at=at,
+                    expires_at=at)
+
+
+def _just_after(t: float) -> float:
+    # purge() drops expires_at < t; images go at their expiry itself (get_image refuses them then).
+    return math.nextafter(t, math.inf)
+
+
+class DocumentSessionStore(SessionStore):
+    """Sessions, their images and device failures as documents of any DocumentStore."""
+
+    def __init__(self, docs: DocumentStore) -> None:
+        self.docs = docs
+
+    def create(self, rec: SessionRecord) -> None:
+        self.docs.insert(_document(rec))
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        doc = self.docs.get(SESSIONS, session_id)
+        return _record(doc) if doc else None
+
+    def update(self, rec: SessionRecord) -> bool:
+        return self.docs.update(_document(rec))
+
+    def delete(self, session_id: str) -> bool:
+        self.docs.delete_owned(IMAGES, [session_id])  # first: no image outlives its session
+        return self.docs.delete(SESSIONS, session_id)
+
+    def list(self, key_id: str, limit: int) -> list[SessionRecord]:
+        return [_record(d) for d in self.docs.list_owned(SESSIONS, key_id, limit)]
+
+    def put_image(self, session_id: str, attempt: int, data: bytes, media_type: str, created_at: float,
+                  expires_at: float) -> None:
+        self.docs.upsert(_image(session_id, attempt, data, media_type, created_at, expires_at))
+
+    def get_image(self, session_id: str, attempt: int, now: float) -> tuple[bytes, str] | None:
+        doc = self.docs.get(IMAGES, _image_id(session_id, attempt))
+        if doc is None or doc.expires_at <= now or doc.blob is None:
+            return None
+        return doc.blob, doc.body["media_type"]
+
+    def record_failure(self, key_id: str, device: str, at: float) -> None:
+        self.docs.insert(_failure(key_id, device, at))
+
+    def failures_since(self, key_id: str, device: str, since: float) -> tuple[int, float | None]:
+        owner = _device(key_id, device)
+        n = self.docs.count(FAILURES, Match(owner=owner, created_since=since))
+        if n == 0:
+            return 0, None
+        # with one failure at or after ``since``, the newest of all is the newest of those
+        return n, self.docs.list_owned(FAILURES, owner, 1)[0].created_at
+
+    def purge(self, now: float, retention_s: float, failure_window_s: float) -> PurgeCounts:
+        wiped = self.docs.clear_blobs(SESSIONS, now)
+        gone = self.docs.purge(SESSIONS, now - retention_s)
+        images = self.docs.delete_owned(IMAGES, gone) + len(self.docs.purge(IMAGES, _just_after(now)))
+        failures = len(self.docs.purge(FAILURES, now - failure_window_s))
+        return PurgeCounts(wiped, len(gone), images, failures)
+
+    def token_secret(self) -> bytes:
+        return self.docs.secret(_SECRET)
+
+    def close(self) -> None:
+        self.docs.close()
+
+
+# Rows written before the document store (sessions schema v1: three tables of these names).
+
+def _session_v1(session_id: str, r: Mapping[str, Any], params: dict[str, Any], state: dict[str, Any],
+                verify_image: dict[str, Any] | None) -> Document:
+    reference = bytes(r["reference"]) if r.get("reference") is not None else None
+    return _document(SessionRecord(
+        session_id=session_id, key_id=r["key_id"], params=SessionParams(**params), created_at=r["created_at"],
+        expires_at=r["expires_at"], version=r["version"], state=state, reference=reference, verify_image=verify_image,
+    ))
+
+
+def _session_from_sqlite_v1(r: Mapping[str, Any]) -> Document:
+    return _session_v1(r["session_id"], r, json.loads(r["params"]), json.loads(r["state"]),
+                       json.loads(r["verify_image"]) if r["verify_image"] else None)
+
+
+def _session_from_mongo_v1(d: Mapping[str, Any]) -> Document:
+    return _session_v1(d["_id"], d, json.loads(d["params"]), json.loads(d["state"]), d.get("verify_image"))
+
+
+def _image_from_sqlite_v1(r: Mapping[str, Any]) -> Document:
+    return _image(r["session_id"], r["attempt"], bytes(r["data"]), r["media_type"], r["created_at"], r["expires_at"])
+
+
+def _image_from_mongo_v1(d: Mapping[str, Any]) -> Document:
+    return _image(d["session_id"], d["attempt"], bytes(d["data"]), d["media_type"], d["created_at"], d["expires_at"])
+
+
+def _failure_from_sqlite_v1(r: Mapping[str, Any]) -> Document:
+    return _failure(r["key_id"], r["device"], r["at"])
+
+
+def _failure_from_mongo_v1(d: Mapping[str, Any]) -> Document:
+    return _failure(d["key_id"], d["device"], d["at"], str(d["_id"]))
+
+
+class SqliteSessionStore(DocumentSessionStore):
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(path)
-        self._migrate_schema("sessions", 1, _SCHEMA)
-
-    def create(self, rec: SessionRecord) -> None:
-        with self._write() as conn:
-            conn.execute(
-                f"INSERT INTO liveness_sessions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec.session_id, rec.key_id, _params_json(rec.params), rec.created_at, rec.expires_at, rec.version,
-                 json.dumps(rec.state), rec.reference, json.dumps(rec.verify_image) if rec.verify_image else None),
-            )
-
-    def get(self, session_id: str) -> SessionRecord | None:
-        with self._read() as conn:
-            r = conn.execute(f"SELECT {_COLS} FROM liveness_sessions WHERE session_id = ?", (session_id,)).fetchone()
-        return _row(r) if r else None
-
-    def update(self, rec: SessionRecord) -> bool:
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE liveness_sessions SET version = version + 1, state = ?, reference = ? "
-                "WHERE session_id = ? AND version = ?",
-                (json.dumps(rec.state), rec.reference, rec.session_id, rec.version),
-            )
-            return cur.rowcount == 1
-
-    def delete(self, session_id: str) -> bool:
-        with self._write() as conn:
-            conn.execute("DELETE FROM liveness_session_images WHERE session_id = ?", (session_id,))
-            return conn.execute("DELETE FROM liveness_sessions WHERE session_id = ?", (session_id,)).rowcount == 1
-
-    def list(self, key_id: str, limit: int) -> list[SessionRecord]:
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLS} FROM liveness_sessions WHERE key_id = ? ORDER BY created_at DESC LIMIT ?",
-                (key_id, limit),
-            ).fetchall()
-        return [_row(r) for r in rows]
-
-    def put_image(self, session_id: str, attempt: int, data: bytes, media_type: str, created_at: float,
-                  expires_at: float) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO liveness_session_images VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, attempt, media_type, created_at, expires_at, data),
-            )
-
-    def get_image(self, session_id: str, attempt: int, now: float) -> tuple[bytes, str] | None:
-        with self._read() as conn:
-            r = conn.execute(
-                "SELECT data, media_type FROM liveness_session_images WHERE session_id = ? AND attempt = ? "
-                "AND expires_at > ?", (session_id, attempt, now),
-            ).fetchone()
-        return (bytes(r[0]), r[1]) if r else None
-
-    def record_failure(self, key_id: str, device: str, at: float) -> None:
-        with self._write() as conn:
-            conn.execute("INSERT INTO liveness_device_failures VALUES (?, ?, ?)", (key_id, device, at))
-
-    def failures_since(self, key_id: str, device: str, since: float) -> tuple[int, float | None]:
-        with self._read() as conn:
-            n, last = conn.execute(
-                "SELECT COUNT(*), MAX(at) FROM liveness_device_failures WHERE key_id = ? AND device = ? AND at >= ?",
-                (key_id, device, since),
-            ).fetchone()
-        return int(n), last
-
-    def purge(self, now: float, retention_s: float, failure_window_s: float) -> PurgeCounts:
-        with self._write() as conn:
-            wiped = conn.execute(
-                "UPDATE liveness_sessions SET reference = NULL, version = version + 1 "
-                "WHERE reference IS NOT NULL AND expires_at <= ?", (now,),
-            ).rowcount
-            old = "SELECT session_id FROM liveness_sessions WHERE expires_at < ?"
-            images = conn.execute(
-                f"DELETE FROM liveness_session_images WHERE expires_at <= ? OR session_id IN ({old})",
-                (now, now - retention_s),
-            ).rowcount
-            deleted = conn.execute("DELETE FROM liveness_sessions WHERE expires_at < ?", (now - retention_s,)).rowcount
-            failures = conn.execute(
-                "DELETE FROM liveness_device_failures WHERE at < ?", (now - failure_window_s,)
-            ).rowcount
-        return PurgeCounts(wiped, deleted, images, failures)
-
-    def token_secret(self) -> bytes:
-        return self._stored_secret("session_token_secret")
+        docs = SqliteDocuments(path)
+        docs.adopt_tables("sessions", 2, {SESSIONS: _session_from_sqlite_v1, IMAGES: _image_from_sqlite_v1,
+                                          FAILURES: _failure_from_sqlite_v1})
+        super().__init__(docs)
 
 
-class MongoSessionStore(SessionStore):
+class MongoSessionStore(DocumentSessionStore):
     def __init__(self, client_or_uri: Any, db_name: str = "liveness") -> None:
-        from pymongo import ASCENDING, DESCENDING, MongoClient
-
-        self.client = MongoClient(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
-        db = self.client[db_name]
-        self.sessions = db["liveness_sessions"]
-        self.images = db["liveness_session_images"]
-        self.failures = db["liveness_device_failures"]
-        self.meta = db["liveness_sessions_meta"]
-        self.sessions.create_index([("key_id", ASCENDING), ("created_at", DESCENDING)])
-        self.sessions.create_index([("expires_at", ASCENDING)])
-        self.images.create_index([("expires_at", ASCENDING)])
-        self.failures.create_index([("key_id", ASCENDING), ("device", ASCENDING), ("at", ASCENDING)])
-
-    @staticmethod
-    def _rec(d: dict[str, Any]) -> SessionRecord:
-        return SessionRecord(
-            session_id=d["_id"], key_id=d["key_id"], params=_params(d["params"]), created_at=d["created_at"],
-            expires_at=d["expires_at"], version=d["version"], state=json.loads(d["state"]),
-            reference=bytes(d["reference"]) if d.get("reference") is not None else None,
-            verify_image=d.get("verify_image"),
-        )
-
-    def create(self, rec: SessionRecord) -> None:
-        self.sessions.insert_one({
-            "_id": rec.session_id, "key_id": rec.key_id, "params": _params_json(rec.params),
-            "created_at": rec.created_at, "expires_at": rec.expires_at, "version": rec.version,
-            "state": json.dumps(rec.state), "reference": rec.reference, "verify_image": rec.verify_image,
-        })
-
-    def get(self, session_id: str) -> SessionRecord | None:
-        d = self.sessions.find_one({"_id": session_id})
-        return self._rec(d) if d else None
-
-    def update(self, rec: SessionRecord) -> bool:
-        res = self.sessions.update_one(
-            {"_id": rec.session_id, "version": rec.version},
-            {"$set": {"state": json.dumps(rec.state), "reference": rec.reference}, "$inc": {"version": 1}},
-        )
-        return res.matched_count == 1
-
-    def delete(self, session_id: str) -> bool:
-        self.images.delete_many({"session_id": session_id})
-        return self.sessions.delete_one({"_id": session_id}).deleted_count == 1
-
-    def list(self, key_id: str, limit: int) -> list[SessionRecord]:
-        return [self._rec(d) for d in self.sessions.find({"key_id": key_id}).sort("created_at", -1).limit(limit)]
-
-    def put_image(self, session_id: str, attempt: int, data: bytes, media_type: str, created_at: float,
-                  expires_at: float) -> None:
-        self.images.replace_one(
-            {"_id": f"{session_id}:{attempt}"},
-            {"session_id": session_id, "attempt": attempt, "media_type": media_type, "created_at": created_at,
-             "expires_at": expires_at, "data": data},
-            upsert=True,
-        )
-
-    def get_image(self, session_id: str, attempt: int, now: float) -> tuple[bytes, str] | None:
-        d = self.images.find_one({"_id": f"{session_id}:{attempt}", "expires_at": {"$gt": now}})
-        return (bytes(d["data"]), d["media_type"]) if d else None
-
-    def record_failure(self, key_id: str, device: str, at: float) -> None:
-        self.failures.insert_one({"key_id": key_id, "device": device, "at": at})
-
-    def failures_since(self, key_id: str, device: str, since: float) -> tuple[int, float | None]:
-        q = {"key_id": key_id, "device": device, "at": {"$gte": since}}
-        n = self.failures.count_documents(q)
-        last = next(iter(self.failures.find(q).sort("at", -1).limit(1)), None)
-        return n, (last["at"] if last else None)
-
-    def purge(self, now: float, retention_s: float, failure_window_s: float) -> PurgeCounts:
-        wiped = self.sessions.update_many(
-            {"reference": {"$ne": None}, "expires_at": {"$lte": now}},
-            {"$set": {"reference": None}, "$inc": {"version": 1}},
-        ).modified_count
-        old = [d["_id"] for d in self.sessions.find({"expires_at": {"$lt": now - retention_s}}, {"_id": 1})]
-        images = self.images.delete_many({"$or": [{"expires_at": {"$lte": now}}, {"session_id": {"$in": old}}]}).deleted_count
-        deleted = self.sessions.delete_many({"_id": {"$in": old}}).deleted_count
-        failures = self.failures.delete_many({"at": {"$lt": now - failure_window_s}}).deleted_count
-        return PurgeCounts(wiped, deleted, images, failures)
-
-    def token_secret(self) -> bytes:
-        self.meta.update_one({"_id": "session_token_secret"},
-                             {"$setOnInsert": {"value": secrets.token_urlsafe(48)}}, upsert=True)
-        return self.meta.find_one({"_id": "session_token_secret"})["value"].encode("utf-8")
+        docs = MongoDocuments(client_or_uri, db_name)
+        docs.adopt(SESSIONS, _session_from_mongo_v1)
+        docs.adopt(IMAGES, _image_from_mongo_v1)
+        docs.adopt(FAILURES, _failure_from_mongo_v1)
+        docs.adopt_secret(_SECRET, "liveness_sessions_meta")
+        super().__init__(docs)
 
 
 def open_session_store(sqlite_path: str, mongodb_uri: str | None) -> SessionStore:

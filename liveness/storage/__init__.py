@@ -1,1 +1,2 @@
-"""Shared storage plumbing (one SQLite file or one MongoDB database for all stores)."""
+"""Shared storage plumbing (one SQLite file or one MongoDB database for all stores): the SQLite
+file (``sqlite``) and the versioned documents that session-like stores map onto (``documents``)."""

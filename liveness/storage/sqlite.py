@@ -10,9 +10,19 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Mapping
 
 BUSY_TIMEOUT_MS = 30_000
+
+# One schema step, run inside the write transaction that records the new version.
+Upgrade = Callable[[sqlite3.Connection], None]
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the surrounding transaction; statements one by one keep it.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 class SqliteFile:
@@ -81,8 +91,12 @@ class SqliteFile:
             finally:
                 conn.execute("COMMIT")
 
-    def _migrate_schema(self, component: str, version: int, schema: str) -> None:
-        """Create ``component``'s tables once; refuse a file written by newer code."""
+    def _migrate_schema(self, component: str, version: int, schema: str,
+                        upgrades: Mapping[int, Upgrade] | None = None) -> None:
+        """Bring ``component``'s tables to ``version``: a new file gets ``schema`` (the latest
+        layout) directly, an older one runs ``upgrades[v]`` for each version ``v`` it lacks.
+        All in one write transaction, so of several processes opening the file at once exactly
+        one upgrades and the others see the result.  A file written by newer code is refused."""
         with self._write() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             key = "schema_version" if component == "keys" else f"{component}_schema_version"
@@ -91,13 +105,20 @@ class SqliteFile:
             if current > version:
                 raise RuntimeError(f"{self.path} has {component} schema v{current}; this code knows v{version}")
             if current < 1:
-                for statement in schema.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                _run_script(conn, schema)
+            else:
+                self._upgrade(conn, component, current, version, upgrades or {})
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, str(version)),
             )
+
+    def _upgrade(self, conn: sqlite3.Connection, component: str, current: int, version: int,
+                 upgrades: Mapping[int, Upgrade]) -> None:
+        for step in range(current + 1, version + 1):
+            if step not in upgrades:
+                raise RuntimeError(f"{self.path}: no upgrade of {component} schema v{step - 1} to v{step}")
+            upgrades[step](conn)
 
     def _stored_secret(self, name: str) -> bytes:
         """A random secret generated on first use and kept in ``meta`` under ``name``, so every

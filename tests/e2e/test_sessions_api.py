@@ -142,7 +142,7 @@ def test_passive_round_trip_charges_once_and_delete_removes_everything(env):
     r = client_image(url, s["auth_token"], image)  # a deleted session's token is dead
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_session_token"
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM liveness_sessions WHERE session_id = ?",
+        assert conn.execute("SELECT COUNT(*) FROM documents WHERE kind = 'liveness_sessions' AND id = ?",
                             (s["session_id"],)).fetchone()[0] == 0
 
 
@@ -262,7 +262,7 @@ def test_session_image_only_when_enabled_and_purge_command(env):
     r = httpx.get(f"{url}/v1/sessions/{plain['session_id']}/attempts/1/image", headers={"X-API-Key": key})
     assert r.status_code == 404
     with sqlite3.connect(db) as conn:
-        (n,) = conn.execute("SELECT COUNT(*) FROM liveness_session_images WHERE session_id = ?",
+        (n,) = conn.execute("SELECT COUNT(*) FROM documents WHERE kind = 'liveness_session_images' AND owner = ?",
                             (plain["session_id"],)).fetchone()
     assert n == 0
     out = json.loads(run_cli(db, "sessions", "purge").stdout)
@@ -476,13 +476,13 @@ def test_deleting_a_verify_session_removes_its_embedding(env):
     # a reference no other test uses: equal images give equal embeddings
     s = new_session(url, key, {"mode": "passive-verify"}, (VER / "deepface_img25.jpg").read_bytes())
     with sqlite3.connect(db) as conn:
-        (blob,) = conn.execute("SELECT reference FROM liveness_sessions WHERE session_id = ?",
+        (blob,) = conn.execute("SELECT blob FROM documents WHERE kind = 'liveness_sessions' AND id = ?",
                                (s["session_id"],)).fetchone()
     assert blob is not None and len(blob) == 128 * 4
     assert httpx.delete(f"{url}/v1/sessions/{s['session_id']}", headers={"X-API-Key": key}).status_code == 204
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT COUNT(*) FROM liveness_sessions WHERE reference = ?", (blob,)).fetchone()[0]
-        left = conn.execute("SELECT COUNT(*) FROM liveness_sessions WHERE session_id = ?", (s["session_id"],)).fetchone()[0]
+        rows = conn.execute("SELECT COUNT(*) FROM documents WHERE blob = ?", (blob,)).fetchone()[0]
+        left = conn.execute("SELECT COUNT(*) FROM documents WHERE id = ?", (s["session_id"],)).fetchone()[0]
     assert rows == 0 and left == 0
 
 
