@@ -273,12 +273,12 @@ class SqliteDocuments(SqliteFile, DocumentStore):
             return cur.rowcount == 1
 
     def delete(self, kind: str, doc_id: str) -> bool:
-        with self._write() as conn:
+        with self._write(erase=True) as conn:
             return conn.execute("DELETE FROM documents WHERE kind = ? AND id = ?", (kind, doc_id)).rowcount == 1
 
     def delete_owned(self, kind: str, owners: Collection[str]) -> int:
         n = 0
-        with self._write() as conn:
+        with self._write(erase=True) as conn:
             for chunk in _chunks(owners):
                 n += conn.execute(f"DELETE FROM documents WHERE kind = ? AND owner IN ({', '.join('?' * len(chunk))})",
                                   (kind, *chunk)).rowcount
@@ -305,14 +305,14 @@ class SqliteDocuments(SqliteFile, DocumentStore):
         return Counter({Group(s, o, bool(e)): n for s, o, e, n in rows})
 
     def purge(self, kind: str, before: float) -> list[str]:
-        with self._write() as conn:
+        with self._write(erase=True) as conn:
             ids = [r[0] for r in conn.execute(
                 "SELECT id FROM documents WHERE kind = ? AND expires_at < ?", (kind, before))]
             conn.execute("DELETE FROM documents WHERE kind = ? AND expires_at < ?", (kind, before))
         return ids
 
     def clear_blobs(self, kind: str, now: float) -> int:
-        with self._write() as conn:
+        with self._write(erase=True) as conn:
             return conn.execute(
                 "UPDATE documents SET blob = NULL, version = version + 1 "
                 "WHERE kind = ? AND blob IS NOT NULL AND expires_at <= ?", (kind, now),

@@ -50,6 +50,8 @@ class SqliteFile:
             # twice per request (reserve + commit) on the hot path.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted rows (images, embeddings) are overwritten with zeros, not just unlinked.
+            conn.execute("PRAGMA secure_delete = ON")
             self._conn_obj, self._conn_pid = conn, os.getpid()
         return self._conn_obj
 
@@ -68,9 +70,13 @@ class SqliteFile:
                 time.sleep(0.05)
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, erase: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the database write lock up front (``BEGIN IMMEDIATE``),
-        so read-check-update sequences cannot interleave with other processes."""
+        so read-check-update sequences cannot interleave with other processes.
+
+        ``erase``: the transaction removes biometric data, so after the commit the write-ahead
+        log is checkpointed and truncated too: secure_delete zeroes the freed pages in the
+        database file, but the log still holds the frames that once wrote the data."""
         with self._lock:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -80,6 +86,10 @@ class SqliteFile:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if erase:
+                # TRUNCATE waits (busy handler) for other processes' readers to move past the
+                # log, copies every frame into the database and empties the log file.
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
