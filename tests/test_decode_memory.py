@@ -131,10 +131,10 @@ def test_honest_images_pass_the_data_floor():
 def test_the_pool_refuses_with_busy_when_memory_stays_taken():
     clock = FakeClock()
     pool = DecodeMemory(100, wait_s=0.0, clock=clock)
-    with pool.reserve(80):
-        err = refused(errors.BUSY, lambda: pool.reserve(30).__enter__())
+    with pool.hold(80):
+        err = refused(errors.BUSY, lambda: pool.hold(30).__enter__())
         assert err.status == 503 and err.retry_after == 1
-        with pool.reserve(20):  # what fits is not refused
+        with pool.hold(20):  # what fits is not refused
             assert pool.in_use == 100
     assert pool.in_use == 0
 
@@ -144,11 +144,11 @@ def test_concurrent_large_decodes_never_exceed_the_pool():
     cost = 1500 * 1000 * 16
     pool = DecodeMemory(2 * cost + cost // 2, wait_s=600)  # two at a time, never three
     peak, lock = [0], threading.Lock()
-    real_reserve = pool.reserve
+    real_hold = pool.hold
 
     class Watching:
         def __init__(self, n):
-            self.cm = real_reserve(n)
+            self.cm = real_hold(n)
 
         def __enter__(self):
             self.cm.__enter__()
@@ -158,7 +158,7 @@ def test_concurrent_large_decodes_never_exceed_the_pool():
         def __exit__(self, *exc):
             return self.cm.__exit__(*exc)
 
-    pool.reserve = Watching  # type: ignore[method-assign]
+    pool.hold = Watching  # type: ignore[method-assign]
     results = []
     threads = [threading.Thread(target=lambda: results.append(decode_image(png, memory=pool).width)) for _ in range(8)]
     for t in threads:

@@ -747,7 +747,7 @@ def _decode(data, limits: ImageLimits, memory: DecodeMemory | None) -> DecodedIm
             f"{cost // mib} MiB; the limit is {limits.max_decode_bytes // mib} MiB",
             width=header.width, height=header.height, decode_bytes=cost, max_decode_bytes=limits.max_decode_bytes,
         )
-    with (memory or default_decode_memory()).reserve(cost):
+    with (memory or default_decode_memory()).hold(cost):
         img = _pixels(data, fmt, header)
     h, w = img.shape[:2]
     return DecodedImage(bgr=img, format=fmt, width=int(w), height=int(h), orientation=header.orientation,

@@ -8,7 +8,7 @@ measure.
 
 * ``ImageLimits.max_decode_bytes`` refuses one image over budget (``image_too_many_pixels``,
   413), from the header.
-* ``DecodeMemory`` is a process-wide pool that every decode reserves its estimate from, so a
+* ``DecodeMemory`` is a process-wide pool that every decode holds its estimate of, so a
   burst of large images is decoded a few at a time instead of all at once; a decode that cannot
   get its memory within ``wait_s`` is refused with ``busy`` (503, Retry-After), never an
   out-of-memory kill.
@@ -60,7 +60,7 @@ def release_freed_memory() -> None:
 
 
 class DecodeMemory:
-    """A counting pool of bytes: ``with pool.reserve(n): decode()``."""
+    """A counting pool of bytes: ``with pool.hold(n): decode()``."""
 
     def __init__(self, capacity: int, wait_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity <= 0:
@@ -76,7 +76,7 @@ class DecodeMemory:
         return self._in_use
 
     @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
+    def hold(self, nbytes: int) -> Iterator[None]:
         # An image larger than the whole pool waits for an empty pool, then runs alone: the
         # per-image budget (checked before) is what refuses it, not the pool.
         need = min(int(nbytes), self.capacity)
