@@ -11,9 +11,7 @@ import bentoml
 from edge import apis, bentoml_patch, metrics
 from edge.grpc_server import start_grpc_server, stop_grpc_server
 from edge.routes import status_app
-from liveness.app import LivenessApp
-from liveness.challenges import ChallengeService
-from liveness.sessions import SessionService
+from liveness.app import LivenessApp, front_services
 from liveness.settings import get_settings
 
 bentoml_patch.cache_root_input_schemas()
@@ -30,17 +28,14 @@ settings = get_settings()
 class Liveness:
     def __init__(self) -> None:
         self.core = LivenessApp(settings, observer=metrics.observe_batch, shadow_observer=metrics.observe_shadow)
-        self.challenges = ChallengeService(self.core, settings)
-        self.sessions = SessionService(self.core, settings) if settings.sessions_enabled else None
-        if self.sessions is not None:
-            self.sessions.challenges = self.challenges
+        self.tokens, self.challenges, self.sessions = front_services(self.core, settings)  # one token ring
 
     async def __is_ready__(self) -> bool:  # async: runs in the serving loop (the Triton probe lives there)
         return self.core.ready
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:  # one gRPC server per worker, same port (docs/GRPC.md)
-        self.grpc = await start_grpc_server(self.core, settings, observe=metrics.decision)
+        self.grpc = await start_grpc_server(self.core, settings, observe=metrics.decision, tokens=self.tokens)
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:

@@ -15,8 +15,8 @@ import hmac
 from typing import Any, Mapping
 
 from liveness.errors import ADMIN_DISABLED, INVALID_ADMIN_KEY, LivenessError
-from liveness.keys.tokens import bearer_token
-from liveness.sessions import looks_like_token as is_session_token
+from liveness.tokens import bearer_token
+from liveness.tokens import looks_like_token as is_session_token
 
 __all__ = ["api_key_from", "authorise_admin", "check_admin_key", "is_session_token"]
 

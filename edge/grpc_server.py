@@ -6,7 +6,7 @@ its own event loop (``start_grpc_server`` from the service's startup hook) on th
 ``grpc_port``: gRPC binds with SO_REUSEPORT, so N workers listen on one port and the kernel
 spreads incoming connections over them.  No BentoML import here.
 
-Per call: ``authorization: Bearer <JWT>`` -> key_id (``liveness.keys.tokens``) -> the core checks
+Per call: ``authorization: Bearer <JWT>`` -> key_id (``liveness.tokens``, API-key kind) -> the core checks
 the key (revoked -> UNAUTHENTICATED) and its quota (RESOURCE_EXHAUSTED) and charges one unit only
 when a verdict is reached, exactly like the HTTP API.  Metadata: ``reference-number`` (request,
 optional) is echoed and ``jobid`` (a uuid) sent as initial metadata; ``response-time-ms`` is a
@@ -26,8 +26,8 @@ import grpc
 from edge.protogen import load
 from liveness.errors import MISSING_IMAGE, MISSING_VIDEO, MULTIPLE_FACES, NO_FACE, NOT_READY, INVALID_REQUEST, LivenessError
 from liveness.keys import Principal
-from liveness.keys.tokens import bearer_token, signing_secret, verify_token
 from liveness.pipeline import FACE_CUT_OFF, FACE_TOO_SMALL, MULTIPLE_FACES_FLAG
+from liveness.tokens import BearerTokens, TokenService, bearer_token, token_service
 
 if TYPE_CHECKING:
     from liveness.app import LivenessApp
@@ -146,15 +146,15 @@ Observe = Callable[[str, str], None]  # (endpoint, outcome)
 
 
 class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
-    def __init__(self, core: "LivenessApp", secret: bytes | None, observe: Observe | None = None) -> None:
+    def __init__(self, core: "LivenessApp", tokens: BearerTokens | None, observe: Observe | None = None) -> None:
         self.core = core
-        self.secret = secret  # None: authentication disabled (LIVENESS_AUTH_ENABLED=false)
+        self.tokens = tokens  # None: authentication disabled (LIVENESS_AUTH_ENABLED=false)
         self.observe = observe or (lambda endpoint, outcome: None)
 
     def _credential(self, metadata: dict[str, str]) -> Principal | None:
-        if self.secret is None:
+        if self.tokens is None:
             return None
-        return Principal(verify_token(self.secret, bearer_token(metadata.get("authorization"))))
+        return Principal(self.tokens.verify(bearer_token(metadata.get("authorization"))))
 
     async def _call(self, request: Any, context: grpc.aio.ServicerContext,
                     work: Callable[[Principal | None], Awaitable[Any]], endpoint: str) -> Any:
@@ -225,21 +225,24 @@ def max_message_bytes(settings: "Settings") -> int:
 
 
 async def start_grpc_server(
-    core: "LivenessApp", settings: "Settings", observe: Observe | None = None
+    core: "LivenessApp", settings: "Settings", observe: Observe | None = None, tokens: TokenService | None = None
 ) -> grpc.aio.Server | None:
     """Start this worker's gRPC server in the running loop; ``None`` when ``grpc_enabled`` is off.
     Raises when the port cannot be bound, so a misconfiguration stops the service visibly.
-    ``observe(endpoint, outcome)`` counts answers (the HTTP side's ``liveness_decisions``)."""
+    ``observe(endpoint, outcome)`` counts answers (the HTTP side's ``liveness_decisions``).
+    ``tokens``: the worker's token service (default: one on the key store's ring)."""
     if not settings.grpc_enabled:
         return None
-    secret = await asyncio.to_thread(signing_secret, settings.jwt_secret, core.keys) if core.keys else None
+    bearer = None
+    if core.keys is not None:  # authentication enabled
+        bearer = (tokens or await asyncio.to_thread(token_service, settings, keys=core.keys)).bearer
     limit = max_message_bytes(settings)
     server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 1),  # every worker binds the same port; the kernel spreads connections
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
     ])
-    pb2_grpc.add_LivenessWebServiceServicer_to_server(LivenessServicer(core, secret, observe), server)
+    pb2_grpc.add_LivenessWebServiceServicer_to_server(LivenessServicer(core, bearer, observe), server)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from liveness.admission import Admission
+from liveness.challenges import ChallengeService
+from liveness.challenges.store import open_session_store as open_challenge_store
 from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
 from liveness.keys import KeyStore, open_key_store
@@ -19,9 +22,11 @@ from liveness.pipeline import PassivePipeline
 from liveness.rollout.manager import LiveRouting, PolicyBook
 from liveness.rollout.policy import load_policy_file
 from liveness.rollout.store import open_policy_store
+from liveness.sessions import SessionService, open_session_store
 from liveness.settings import Settings
+from liveness.tokens import TokenService, token_service
 
-__all__ = ["LivenessApp", "ShadowObserver", "make_backend"]
+__all__ = ["FrontServices", "LivenessApp", "ShadowObserver", "front_services", "make_backend"]
 
 log = logging.getLogger("liveness")
 
@@ -98,3 +103,23 @@ class LivenessApp(Operations):
         if self.keys is not None:
             self.keys.close()
         self.policy_store.close()
+
+
+class FrontServices(NamedTuple):
+    tokens: TokenService
+    challenges: ChallengeService
+    sessions: SessionService | None  # None: sessions_enabled is off
+
+
+def front_services(core: LivenessApp, settings: Settings) -> FrontServices:
+    """The challenge and app-server session services on ``core``, sharing one token service whose
+    ring holds the configured secrets and the stores' older ones (``liveness.tokens.token_ring``);
+    the session service gets the challenge service for its challenge mode."""
+    challenge_store = open_challenge_store(str(settings.db_path), settings.mongodb_uri)
+    session_store = open_session_store(str(settings.db_path), settings.mongodb_uri) if settings.sessions_enabled else None
+    tokens = token_service(settings, keys=core.keys, sessions=session_store, challenges=challenge_store)
+    challenges = ChallengeService(core, settings, store=challenge_store, tokens=tokens)
+    sessions = None
+    if session_store is not None:
+        sessions = SessionService(core, settings, challenges=challenges, store=session_store, tokens=tokens)
+    return FrontServices(tokens, challenges, sessions)

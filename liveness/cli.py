@@ -18,12 +18,12 @@ from typing import Any, Sequence
 
 from liveness.errors import LivenessError
 from liveness.keys import DEFAULT_PERIOD, PERIODS, KeyLookupError, KeyStore, open_key_store
-from liveness.keys.tokens import MAX_TTL_S, make_token, signing_secret
 from liveness.pipeline import make_acquirer
 from liveness.rollout.manager import PolicyBook, RolloutError
 from liveness.rollout.policy import load_policy_file
 from liveness.rollout.store import open_policy_store
 from liveness.settings import Settings
+from liveness.tokens import MAX_TTL_S, token_service
 
 DEFAULT_DB_PATH = "data/liveness.sqlite3"
 
@@ -129,7 +129,8 @@ def _tokens_create(store: KeyStore, args: argparse.Namespace) -> int:
     info = store.get(args.key)
     if info.revoked:
         raise ValueError(f"key {info.key_id} ({info.name!r}) is revoked")
-    token = make_token(signing_secret(Settings().jwt_secret, store), info.key_id, args.ttl)
+    # Signed with the ring's first secret (liveness.tokens.token_ring), the one every worker signs with.
+    token = token_service(Settings(), keys=store).bearer.issue(info.key_id, args.ttl)
     print(f"Bearer token for key {info.key_id} ({info.name!r}), valid for {args.ttl} s. gRPC clients send "
           "it as metadata 'authorization: Bearer <token>':")
     print(token)  # must stay the last stdout line

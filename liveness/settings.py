@@ -10,7 +10,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -101,8 +101,13 @@ class Settings(BaseSettings):
     grpc_enabled: bool = True
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(50051, ge=1, le=65535)
-    # HMAC secret for tokens; unset = one generated once and kept in the key store (shared by
-    # every worker and the CLI).  Setting it invalidates tokens signed with the stored one.
+    # Token secrets (liveness.tokens: gRPC bearer, session and challenge result tokens share one
+    # ring).  token_secrets, newest first: the first signs, all verify (rotation); JSON list in the
+    # environment.  When set it is the whole ring and the two older settings below are ignored.
+    token_secrets: tuple[Annotated[str, Field(min_length=32)], ...] = ()
+    # Older settings, still honoured without token_secrets: jwt_secret signs (first), then
+    # session_token_secrets verify.  Neither set: the key store's generated secret signs (shared by
+    # every worker and the CLI).  Setting jwt_secret invalidates bearer tokens signed with the stored one.
     jwt_secret: str | None = Field(None, min_length=32)
 
     # Active challenges (liveness.challenges; README "Active challenges")
@@ -130,8 +135,9 @@ class Settings(BaseSettings):
     # App-server sessions and face verification (liveness.sessions, liveness.recognition;
     # README "Sessions", docs/PRIVACY.md)
     sessions_enabled: bool = True
-    # HS256 secrets for client session tokens, newest first: the first signs, all verify (rotation).
-    # Empty: one secret generated once and kept in the session store.  JSON list in the environment.
+    # Older setting (see token_secrets): secrets newest first, JSON list in the environment; the
+    # first signs every kind when jwt_secret is unset.  Empty: the session store's generated
+    # secret still verifies session tokens issued before the upgrade.
     session_token_secrets: tuple[str, ...] = ()
     session_retention_s: float = Field(86400.0, ge=0)  # results kept after expiry unless deleted
     session_image_retention_s: float = Field(86400.0, gt=0)  # images of enable_session_image sessions

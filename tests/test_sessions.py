@@ -15,10 +15,11 @@ import pytest
 
 from liveness.admission import Admission, FixedRouting
 from liveness.errors import LivenessError
-from liveness.sessions import SessionParams, SessionRecord, SessionService, SessionTokens, parse_params
+from liveness.sessions import SessionParams, SessionRecord, SessionService, parse_params
 from liveness.sessions.store import MongoSessionStore, SqliteSessionStore
 from liveness.rollout.router import Router
 from liveness.settings import Settings
+from liveness.tokens import SessionTokens
 
 
 # ----------------------------------------------------------------------------- parameters

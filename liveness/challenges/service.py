@@ -32,7 +32,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-import jwt
 import numpy as np
 
 from liveness.admission import Admitted
@@ -50,9 +49,10 @@ from liveness.errors import (
     LivenessError,
 )
 from liveness.keys import Credential
-from liveness.keys.tokens import ALGORITHM
 from liveness.landmarks.signals import FaceSignals
 from liveness.settings import Settings
+from liveness.tokens import TokenService, token_service
+from liveness.tokens import verify_result_token as verify_result_token  # public here: customers verify result tokens
 
 if TYPE_CHECKING:
     from liveness.operations import Operations
@@ -61,7 +61,6 @@ log = logging.getLogger("liveness.challenges")
 
 Measure = Callable[["Operations", np.ndarray, Face, dict[str, int]], Awaitable[FaceSignals]]
 FrameHook = Callable[[np.ndarray, Face], Awaitable[None]]
-TOKEN_TYPE = "challenge_result"
 # Frames are metered by a token bucket refilled at challenge_max_fps and holding FRAME_BURST frames:
 # the average rate is capped, but one frame may arrive early after a late one (client timers,
 # network and server-queue jitter shift single arrivals by tens of ms).  Two frames at once, or a
@@ -92,6 +91,7 @@ class ChallengeService:
         measure: Measure | None | bool = True,  # True = liveness.landmarks.measure.measure_face
         clock: Callable[[], float] = time.time,
         thresholds: S.Thresholds = S.Thresholds(),
+        tokens: TokenService | None = None,  # None: a ring of this service's own stores, built when first needed
     ) -> None:
         self.ops = ops
         self.admission = ops.admission
@@ -115,7 +115,7 @@ class ChallengeService:
         self.pool = pool
         self._rng = secrets.SystemRandom()
         self._last_purge = 0.0
-        self._secret: bytes | None = None
+        self._tokens = tokens
         self._measure_failed_logged = False
 
     # -- helpers -------------------------------------------------------------------------------
@@ -147,15 +147,12 @@ class ChallengeService:
             return self._rng.sample(self.pool, n)
         return [self._rng.choice(self.pool) for _ in range(n)]
 
-    def _secret_bytes(self) -> bytes:
-        if self._secret is None:
-            if self.settings.jwt_secret:
-                self._secret = self.settings.jwt_secret.encode("utf-8")
-            elif self.admission.keys is not None:
-                self._secret = self.admission.keys.token_secret()
-            else:
-                self._secret = self.store.token_secret()
-        return self._secret
+    @property
+    def tokens(self) -> TokenService:
+        """The token service result tokens are signed with (``liveness.tokens``)."""
+        if self._tokens is None:
+            self._tokens = token_service(self.settings, keys=self.admission.keys, challenges=self.store, clock=self.clock)
+        return self._tokens
 
     def _progress(self, row: SessionRow, now: float) -> dict[str, Any]:
         st = row.state
@@ -360,7 +357,6 @@ class ChallengeService:
             steps_done = [c["step"] for c in state["completed"]]
             claims = {
                 "iss": "liveness",
-                "typ": TOKEN_TYPE,
                 "sid": row.session_id,
                 "verdict": verdict,
                 "reasons": reasons,
@@ -370,10 +366,8 @@ class ChallengeService:
                 "threshold": self.settings.threshold,
                 "frames": state["frames"],
                 "model_versions": versions,
-                "iat": int(now),
-                "exp": int(now) + self.settings.challenge_token_ttl_s,
-            }
-            token = jwt.encode(claims, self._secret_bytes(), algorithm=ALGORITHM)
+            }  # + typ, iat, exp (liveness.tokens.ResultTokens)
+            token = self.tokens.result.issue(claims, now, self.settings.challenge_token_ttl_s)
             result: dict[str, Any] = {
                 "session_id": row.session_id,
                 "verdict": verdict,
@@ -449,12 +443,3 @@ def _jpeg_b64(bgr: np.ndarray) -> str:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return base64.b64encode(buf.tobytes()).decode("ascii")
-
-
-def verify_result_token(secret: bytes, token: str) -> dict[str, Any]:
-    """The claims of a valid, unexpired result token (raises ``jwt.InvalidTokenError``)."""
-    claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sid", "verdict", "exp", "iat"]})
-    if claims.get("typ") != TOKEN_TYPE:
-        raise jwt.InvalidTokenError("not a challenge result token")
-    return claims
-

@@ -1,6 +1,8 @@
 """A client's attempt in each mode: the same core checks as the API-key endpoints, run for a
-session token (``Prepaid``: never charged), recorded in the session, optionally verified
-against the session's reference face.  Adapters format what these return."""
+session token (``Prepaid``: never charged), recorded in the session (``service.attempts``),
+optionally verified against the session's reference face (``service.faces``); challenge attempts
+run on the ``ChallengeService`` the session service was built with.  Adapters format what these
+return."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from liveness.errors import NO_FACE, LivenessError
 from liveness.imaging import sniff_format
 from liveness.pipeline import LivenessResult
 from liveness.sessions import model as M
-from liveness.sessions.service import AttemptResult, Grant, SessionService, digest
+from liveness.sessions.attempts import AttemptResult, Grant, digest
+from liveness.sessions.service import SessionService
 from liveness.video.check import VideoResult
 from liveness.video.decide import Verdict
 
@@ -40,26 +43,26 @@ class Outcome:
 
 
 async def _fail(service: SessionService, grant: Grant, err: LivenessError) -> Outcome:
-    view = await service.finish(grant, error=err)  # re-raises our own (5xx) errors after releasing
+    view = await service.attempts.finish(grant, error=err)  # re-raises our own (5xx) errors after releasing
     return Outcome(view, error=err)
 
 
 async def passive_attempt(service: SessionService, token: str, image: Callable[[], bytes]) -> Outcome:
-    grant = await service.begin(token, "passive")
+    grant = await service.attempts.begin(token, "passive")
     try:
         data = image()
         result: LivenessResult = await service.ops.check_image(grant.credential, data)
-        verify = await service.verify_probe(grant, await service.ops.decode_bgr(data), result.face) if grant.params.verify else None
+        verify = await service.faces.probe(grant, await service.ops.decode_bgr(data), result.face) if grant.params.verify else None
     except LivenessError as err:
         return await _fail(service, grant, err)
     except BaseException:
-        await service.release(grant)
+        await service.attempts.release(grant)
         raise
     attempt = AttemptResult(
         decision=M.REALFACE if result.is_live else M.SPOOFFACE, score=result.score, threshold=result.threshold,
         face=result.face, models=_models(service, grant, result.models), digest=digest(data), verify=verify,
     )
-    view = await service.finish(grant, result=attempt, image=(data, "image/" + _image_type(data)))
+    view = await service.attempts.finish(grant, result=attempt, image=(data, "image/" + _image_type(data)))
     return Outcome(view, result)
 
 
@@ -67,7 +70,7 @@ async def video_attempt(
     service: SessionService, token: str, video: Callable[[], bytes], content_type: str, *,
     return_photo: bool, return_normalized: bool,
 ) -> Outcome:
-    grant = await service.begin(token, "video")
+    grant = await service.attempts.begin(token, "video")
     need_photo = grant.params.verify or grant.params.enable_session_image
     try:
         data = video()
@@ -82,69 +85,69 @@ async def video_attempt(
             face = Face(float(left), float(top), float(right - left), float(bottom - top), score=1.0)
         verify = None
         if grant.params.verify and best is not None and best.photo_jpeg is not None:
-            verify = await service.verify_probe(grant, await service.ops.decode_bgr(best.photo_jpeg), face)
+            verify = await service.faces.probe(grant, await service.ops.decode_bgr(best.photo_jpeg), face)
     except LivenessError as err:
         return await _fail(service, grant, err)
     except BaseException:
-        await service.release(grant)
+        await service.attempts.release(grant)
         raise
     image = (best.photo_jpeg, "image/jpeg") if best is not None and best.photo_jpeg is not None else None
     if result.verdict is Verdict.FAILURE_TO_ACQUIRE:
         issue = result.errors[0] if result.errors else None
         err = LivenessError(NO_FACE, issue.message if issue else "No usable face in the video.")
-        view = await service.finish(grant, error=err, image=None)
+        view = await service.attempts.finish(grant, error=err, image=None)
     else:
         attempt = AttemptResult(
             decision=M.REALFACE if result.alive else M.SPOOFFACE, score=result.average_liveness,
             threshold=result.threshold, face=face, models=_models(service, grant, result.models),
             digest=digest(data), verify=verify,
         )
-        view = await service.finish(grant, result=attempt, image=image)
+        view = await service.attempts.finish(grant, result=attempt, image=image)
     if not return_photo and best is not None and best.photo_jpeg is not None:
         result = replace(result, best_face=replace(best, photo_jpeg=None))  # asked for by us, not the client
     return Outcome(view, result)
 
 
 async def challenge_start(service: SessionService, token: str) -> dict[str, Any]:
-    grant = await service.begin(token, "challenge")
+    grant = await service.attempts.begin(token, "challenge")
     try:
         out = await service_challenges(service).start(grant.credential, None, admin=False,
                                                       keep_frame=grant.params.enable_session_image)
-        await service.attach_challenge(grant, out["session_id"])
+        await service.attempts.attach_challenge(grant, out["session_id"])
     except LivenessError as err:
         if err.status >= 500:
-            await service.release(grant)
+            await service.attempts.release(grant)
         else:
-            await service.finish(grant, error=err)
+            await service.attempts.finish(grant, error=err)
         raise
     except BaseException:
-        await service.release(grant)
+        await service.attempts.release(grant)
         raise
     return {**out, "liveness_session_id": grant.session_id, "attempt_id": grant.attempt_id}
 
 
 async def challenge_process(service: SessionService, token: str, challenge_id: Any, frame: Callable[[], bytes]) -> dict[str, Any]:
-    grant = await service.resume(token, challenge_id)
+    grant = await service.attempts.resume(token, challenge_id)
     data = frame()
     frame_digest = hashlib.sha256(data).digest()
 
     async def hook(bgr: np.ndarray, face: Face) -> None:
         if grant.params.verify:
-            v = await service.verify_probe(grant, bgr, face)
+            v = await service.faces.probe(grant, bgr, face)
             if v is not None:
-                await service.record_sample(grant, v)
+                await service.attempts.record_sample(grant, v)
 
     out = await service_challenges(service).process(grant.credential, challenge_id, data, frame_hook=hook)
-    await service.chain_digest(grant, frame_digest)
+    await service.attempts.chain_digest(grant, frame_digest)
     if not grant.params.send_results_to_client:
         out = {k: v for k, v in out.items() if k not in ("frame_score", "passive_score", "model_versions")}
     return out
 
 
 async def challenge_complete(service: SessionService, token: str, challenge_id: Any) -> Outcome:
-    grant = await service.resume(token, challenge_id)
+    grant = await service.attempts.resume(token, challenge_id)
     out = await service_challenges(service).complete(grant.credential, challenge_id)
-    stored = await service.attempt(grant)  # one read: verify samples and the frames' digest chain
+    stored = await service.attempts.attempt(grant)  # one read: verify samples and the frames' digest chain
     verify = None
     if grant.params.verify:
         samples = list(stored.get("verify_samples", []))
@@ -160,7 +163,7 @@ async def challenge_complete(service: SessionService, token: str, challenge_id: 
         digest="sha256:" + stored.get("frames_sha256", hashlib.sha256(b"").hexdigest()),
         reasons=tuple(out.get("reasons", ())), verify=verify,
     )
-    view = await service.finish(grant, result=attempt, image=image)
+    view = await service.attempts.finish(grant, result=attempt, image=image)
     return Outcome(view, out)
 
 
@@ -174,14 +177,14 @@ def challenge_answer(out: Outcome) -> dict[str, Any]:
 def service_challenges(service: SessionService) -> "ChallengeService":
     challenges = service.challenges
     if challenges is None:
-        raise RuntimeError("SessionService.challenges is not wired")
+        raise RuntimeError("this SessionService was built without a ChallengeService (challenges=...)")
     return challenges
 
 
 def _models(service: SessionService, grant: Grant, models: Any) -> list[dict[str, Any]]:
     out = [m.as_dict() for m in models]
     if grant.params.verify:
-        out += service.verify_models(grant.key_id)
+        out += service.faces.models(grant.key_id)
     return out
 
 
