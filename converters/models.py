@@ -296,7 +296,15 @@ YUNET = ModelSpec(
     outputs=YUNET_OUTPUTS,
     max_batch_size=8,
     max_queue_delay_us=0,
-    parameters={"color": "BGR", "normalisation": "none (raw 0..255)", "pad_multiple": "32", "max_side": "640"},
+    # The runtime's description of the model (liveness/detection/yunet.py reads every number).
+    parameters={
+        "architecture": "yunet",
+        "color": "BGR",
+        "normalisation": "none (raw 0..255)",
+        "pad_multiple": "32",
+        "max_side": "640",
+        "nms_threshold": "0.3",
+    },
     licence="Apache-2.0 (libfacedetection.train); MIT (opencv_zoo)",
     upstream="ShiqiYu/libfacedetection.train onnx/yunet_s_dynamic.onnx",
 )
@@ -337,12 +345,18 @@ RETINAFACE = ModelSpec(
     outputs=(TensorSpec("loc", (-1, 4)), TensorSpec("conf", (-1, 2))),
     max_batch_size=8,
     max_queue_delay_us=0,
+    # The runtime's description of the model (liveness/detection/retinaface.py reads every number):
+    # upstream's preprocessing and the dropped Caffe DetectionOutput layer's settings.
     parameters={
+        "architecture": "retinaface",
         "color": "BGR",
         "mean": "104,117,123",
         "resize_area": "36864",
         "variances": "0.1,0.1,0.2,0.2",
+        "conf_threshold": "0.1",
         "nms_threshold": "0.3",
+        "top_k": "400",
+        "keep_top_k": "200",
     },
     licence="Apache-2.0",
     upstream="minivision-ai/Silent-Face-Anti-Spoofing resources/detection_model (Caffe), converted here",
@@ -425,11 +439,15 @@ FACEMESH = ModelSpec(
     outputs=(TensorSpec("conv2d_20", (1404, 1, 1)), TensorSpec("conv2d_30", (1, 1, 1))),
     max_batch_size=16,
     max_queue_delay_us=0,
+    # liveness/landmarks/facemesh.py reads the numbers: input = x / input_divisor - input_mean.
     parameters={
+        "architecture": "facemesh",
         "crop_scale": "1.5",
         "input_size": "192",
         "color": "RGB",
         "normalisation": "x/127.5-1",
+        "input_divisor": "127.5",
+        "input_mean": "1",
         "points": "468 x (x,y,z) in input-size crop pixels; conv2d_30 = presence logit",
     },
     licence="Apache-2.0",
@@ -448,11 +466,15 @@ IRIS = ModelSpec(
     outputs=(TensorSpec("output_eyes_contours_and_brows", (213,)), TensorSpec("output_iris", (15,))),
     max_batch_size=16,
     max_queue_delay_us=0,
+    # liveness/landmarks/iris.py reads the numbers: input = x / input_divisor - input_mean.
     parameters={
+        "architecture": "iris",
         "crop_scale": "2.3",
         "input_size": "64",
         "color": "RGB",
         "normalisation": "x/127.5-1",
+        "input_divisor": "127.5",
+        "input_mean": "1",
         "eye_corners": "right 33/133, left 362/263 (mesh); left eye crop mirrored",
         "points": "71 x (x,y,z) contour (first 16 = eyelid) + 5 x (x,y,z) iris, input-size crop pixels",
     },
@@ -568,10 +590,13 @@ MOBILEFACENET = ModelSpec(
     outputs=(TensorSpec("output0", (128,)),),
     max_batch_size=16,
     max_queue_delay_us=0,
+    # liveness/recognition/mobilefacenet.py reads the numbers and the template.
     parameters={
+        "architecture": "mobilefacenet",
         "input_size": "112",
         "color": "RGB",
         "normalisation": "x/255, then (x - mean) / std per channel",
+        "input_divisor": "255",
         "mean": "0.485,0.456,0.406",
         "std": "0.229,0.224,0.225",
         "alignment": "5-point similarity (Umeyama, no reflection) onto the ArcFace 112x112 template, bilinear, black border",

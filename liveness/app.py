@@ -74,10 +74,7 @@ class LivenessApp(Operations):
         if settings.verification_enabled:
             from liveness.recognition import FaceVerifier
 
-            verifier = FaceVerifier(
-                self.backend, self.executor, threshold=settings.verify_threshold,
-                detector_confidence=settings.detector_confidence, fallback=settings.detector_fallback,
-            )
+            verifier = FaceVerifier.from_settings(self.backend, self.executor, settings)
         self.backend.mark_ready()
         keys: KeyStore | None = None
         if settings.auth_enabled:

@@ -17,15 +17,22 @@ from liveness.antispoof.model import AntiSpoofModel
 from liveness.decision import decide, fuse
 from liveness.detection.acquire import FaceAcquirer
 from liveness.detection.base import DetectorModule, Face
-from liveness.detection.retinaface import RetinaFace
+from liveness.detection.choose import choose_face
+from liveness.detection.modules import detector_from_config
 from liveness.detection.yunet import YuNet
-from liveness.errors import MULTIPLE_FACES, NO_FACE, LivenessError
 from liveness.imaging import DecodedImage, ImageLimits, decode_image
 from liveness.inference.base import InferenceBackend
-from liveness.inference.repository import ModelVersion
+from liveness.inference.repository import LocalRepository, ModelConfig, ModelVersion
+from liveness.model_roles import check_model_roles
 from liveness.settings import Settings
 
+__all__ = ["LivenessResult", "PassivePipeline", "PreparedFace", "choose_face", "make_acquirer", "make_detector",
+           "quality_flags"]
+
 T = TypeVar("T")
+ConfigOf = Callable[[str], ModelConfig]  # model (folder) name -> its config (InferenceBackend.config)
+# The model the YuNet fallback passes run when the detector is not a YuNet (acquire.py).
+FALLBACK_YUNET_MODEL = "yunet"
 
 # Quality flags (README "Quality flags"): reasons a verdict is less trustworthy, never a verdict.
 FACE_TOO_SMALL = "face_too_small"
@@ -63,20 +70,6 @@ class PreparedFace:
     acquisition: str = "reference"  # the detector pass that found it (LivenessResult.acquisition)
 
 
-def choose_face(faces: list[Face], policy: str, min_area_ratio: float) -> Face:
-    if not faces:
-        raise LivenessError(NO_FACE, "No face was found in the image.")
-    biggest = max(faces, key=lambda f: f.area)
-    rivals = [f for f in faces if f is not biggest and f.area >= min_area_ratio * biggest.area]
-    if rivals and policy == "reject":
-        raise LivenessError(
-            MULTIPLE_FACES,
-            f"{len(rivals) + 1} faces were found; exactly one person must be in the image.",
-            {"faces": len(rivals) + 1},
-        )
-    return biggest
-
-
 def quality_flags(face: Face, width: int, height: int, n_faces: int, min_face_size: int) -> tuple[str, ...]:
     flags = []
     if min(face.w, face.h) < min_face_size:
@@ -91,20 +84,36 @@ def quality_flags(face: Face, width: int, height: int, n_faces: int, min_face_si
     return tuple(flags)
 
 
-def make_detector(settings: Settings) -> DetectorModule:
-    if settings.detector == "yunet":
-        return YuNet(confidence=settings.detector_confidence)
-    return RetinaFace(confidence=settings.detector_confidence)
+def _config_of(settings: Settings, config_of: ConfigOf | None) -> ConfigOf:
+    return config_of or LocalRepository(settings.model_repository).config
 
 
-def make_acquirer(settings: Settings, detector: DetectorModule | None = None) -> FaceAcquirer:
-    """The reference detector and its fallback passes, as the settings say."""
+def make_detector(settings: Settings, config_of: ConfigOf | None = None) -> DetectorModule:
+    """The module for the ``detector`` model, by its config's role and architecture (RetinaFace,
+    YuNet), with its preprocessing from the same config.  ``config_of``: the backend's
+    ``config``; default the settings' model repository."""
+    cfg = _config_of(settings, config_of)(settings.detector)
+    return detector_from_config(cfg, settings.detector_confidence, setting="detector")
+
+
+def make_acquirer(
+    settings: Settings, detector: DetectorModule | None = None, config_of: ConfigOf | None = None
+) -> FaceAcquirer:
+    """The reference detector and its fallback passes, as the settings say.  The YuNet passes run
+    the detector itself when it is a YuNet, else the ``yunet`` model of the repository."""
+    config_of = _config_of(settings, config_of)
+    detector = detector or make_detector(settings, config_of)
+    yunet = None
+    if not isinstance(detector, YuNet) and settings.detector_fallback and settings.detector_fallback_sides:
+        yunet = detector_from_config(config_of(FALLBACK_YUNET_MODEL), settings.detector_confidence,
+                                     setting="the detector fallback (detector_fallback_sides)", keypoints=True)
     return FaceAcquirer(
-        detector or make_detector(settings),
+        detector,
         confidence=settings.detector_confidence,
         fallback=settings.detector_fallback,
         retina_areas=settings.detector_fallback_areas,
         yunet_sides=settings.detector_fallback_sides,
+        yunet=yunet,  # type: ignore[arg-type]
     )
 
 
@@ -113,8 +122,11 @@ class PassivePipeline:
         self.backend = backend
         self.settings = settings
         self.executor = executor
-        self.detector = make_detector(settings)
-        self.acquirer = make_acquirer(settings, self.detector)
+        # Every configured model name is checked against its config's role first, so a wrong one
+        # (antispoof_models naming a detector, ...) refuses the start with the setting's name.
+        check_model_roles(settings, backend.config)
+        self.detector = make_detector(settings, backend.config)
+        self.acquirer = make_acquirer(settings, self.detector, backend.config)
         # Any anti-spoof model is configuration: its config.pbtxt parameters (liveness.antispoof.spec).
         self.classifiers = [AntiSpoofModel.from_config(backend.config(m)) for m in settings.antispoof_models]
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
 
     # Models
     model_repository: Path = Path("model_repository")
-    detector: Literal["retinaface", "yunet"] = "retinaface"
+    # The detector model (a folder of model_repository); its config.pbtxt role must be detector and
+    # its architecture says which module runs it (retinaface, yunet: liveness/model_roles.py).
+    detector: str = "retinaface"
     detector_confidence: float = Field(0.6, ge=0.0, le=1.0)
     # Face acquisition (liveness/detection/acquire.py): only when the reference pass finds no
     # face, RetinaFace at these areas (px, square side), then YuNet at these longest sides.
@@ -149,6 +151,18 @@ class Settings(BaseSettings):
     verification_enabled: bool = True  # loads verification_models at start (*-verify modes, /v1/verify)
     verification_models: tuple[str, ...] = ("yunet", "mobilefacenet")  # keypoint detector, embedder
     verify_threshold: float = Field(0.42, ge=-1.0, le=1.0)  # cosine; docs/VERIFICATION.md
+
+    @model_validator(mode="after")
+    def _check_model_names(self) -> "Settings":
+        # Names only (folders of model_repository); their roles are checked against the repository
+        # at start-up (liveness.model_roles.check_model_roles).
+        fields = {"detector": (self.detector,), "antispoof_models": self.antispoof_models,
+                  "landmark_models": self.landmark_models, "verification_models": self.verification_models}
+        for field_name, names in fields.items():
+            bad = [n for n in names if not n or n != n.strip() or "/" in n or "\\" in n or n.startswith(".")]
+            if bad:
+                raise ValueError(f"{field_name}: {bad} are not model names (folders of model_repository)")
+        return self
 
     @model_validator(mode="after")
     def _check_antispoof(self) -> "Settings":

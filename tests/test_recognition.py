@@ -17,6 +17,7 @@ import pytest
 from converters.models import MOBILEFACENET_SRC, _aligned_faces
 from liveness.detection.base import Face
 from liveness.errors import MODEL_UNAVAILABLE, MULTIPLE_FACES, NO_FACE, LivenessError
+from liveness.geometry.pose import keypoint_pose as head_pose
 from liveness.inference.embedded import EmbeddedBackend
 from liveness.inference.repository import load_config
 from liveness.recognition import (
@@ -28,7 +29,6 @@ from liveness.recognition import (
     align_face,
     assess,
     cosine,
-    head_pose,
     similarity_transform,
 )
 from liveness.recognition.align import transform_points

@@ -21,8 +21,10 @@ that finds one wins (``Acquisition.source`` names it; the native answer reports 
    YuNet's (``.../refined``); otherwise YuNet's box converted to RetinaFace's geometry with the
    median relation measured on 74 dev faces both found (``.../mapped``).
 
-With ``detector = "yunet"`` the primary pass is YuNet and the fallbacks are YuNet at other sides
-(its own boxes are what that configuration feeds the classifiers anyway).
+With a YuNet ``detector`` (e.g. ``detector = "yunet"``) the primary pass is YuNet and the fallbacks
+are the same model at other sides (its own boxes are what that configuration feeds the
+classifiers anyway).  Pass names (``retinaface_128``, ``yunet_640``) name the architecture and
+size, whatever the configured model folders are called.
 
 Only images that fail the reference pass pay for the others; they share one downscaled working
 copy of the image (longest side ``WORK_SIDE``), so a 12 MP photo is resized once, not per pass.
@@ -125,22 +127,28 @@ class FaceAcquirer:
         retina_areas: Sequence[int] = (128,),
         yunet_sides: Sequence[int] = (640, 960),
         yunet_model: str = "yunet",
+        yunet: YuNet | None = None,
     ) -> None:
+        """``yunet``: the YuNet module (model and preprocessing, from its config) the YuNet passes
+        run at their sides; default the primary when it is a YuNet, else ``YuNet(model=yunet_model)``.
+        The RetinaFace passes and the refiner run the primary's model and preprocessing."""
         self.primary = primary
         self.fallback = fallback
         self.confidence = confidence
         self.retina_areas = tuple(retina_areas)
         self.yunet_sides = tuple(yunet_sides)
-        self.yunet_model = yunet_model
-        self.refiner = RetinaFace(confidence, model=primary.model) if isinstance(primary, RetinaFace) else None
+        if yunet is None:
+            yunet = primary if isinstance(primary, YuNet) else YuNet(model=yunet_model)
+        self.yunet_model = yunet.model
+        self.refiner = replace(primary, confidence=confidence, area=None) if isinstance(primary, RetinaFace) else None
         # The fallback detectors, in the order they run (pure and stateless: built once).
         self._retina_passes = [
-            (f"retinaface_{a}", RetinaFace(confidence, area=a, model=primary.model))
+            (f"retinaface_{a}", replace(primary, confidence=confidence, area=a))
             for a in (self.retina_areas if self.refiner is not None else ())
         ]
-        self._yunet_passes = [(f"yunet_{s}", YuNet(confidence=confidence, max_side=s)) for s in self.yunet_sides]
-        for _, det in self._yunet_passes:
-            det.model = yunet_model
+        self._yunet_passes = [
+            (f"yunet_{s}", replace(yunet, confidence=confidence, max_side=s)) for s in self.yunet_sides
+        ]
 
     @property
     def models(self) -> list[str]:

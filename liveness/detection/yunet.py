@@ -1,13 +1,29 @@
-"""YuNet (libfacedetection): boxes plus five keypoints.  Decode identical to cv2.FaceDetectorYN."""
+"""YuNet (libfacedetection): boxes plus five keypoints.  Decode identical to cv2.FaceDetectorYN.
+
+Architecture ``yunet`` (role ``detector``): outputs ``cls``, ``obj``, ``bbox``, ``kps`` at strides
+8, 16, 32 (config order), and these config.pbtxt ``parameters``, each defaulting to upstream's
+value for a repository written before it existed:
+
+=================  ==========================================================  ========
+parameter          meaning                                                     default
+=================  ==========================================================  ========
+``color``          ``BGR`` or ``RGB``: channel order of the input (raw 0..255)  ``BGR``
+``max_side``       longest side the image is downscaled to (the model finds     ``640``
+                   faces of ~10-300 px)
+``pad_multiple``   the input is zero-padded to a multiple of it                 ``32``
+``nms_threshold``  IoU above which a lower-scored box is suppressed             ``0.3``
+=================  ==========================================================  ========
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from liveness.detection.base import Face, nms
+from liveness.inference.repository import ModelConfig
 
 STRIDES = (8, 16, 32)
 
@@ -19,13 +35,33 @@ class YuNetMeta:
     pad_w: int
 
 
+@dataclass(eq=False)
 class YuNet:
-    model = "yunet"
+    confidence: float = 0.6
+    nms_threshold: float = 0.3
+    max_side: int = 640
+    model: str = "yunet"
+    pad_multiple: int = 32
+    color: str = "BGR"
 
-    def __init__(self, confidence: float = 0.6, nms_threshold: float = 0.3, max_side: int = 640) -> None:
-        self.confidence = confidence
-        self.nms_threshold = nms_threshold
-        self.max_side = max_side
+    architecture = "yunet"
+    gives_keypoints = True
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, confidence: float = 0.6, max_side: int | None = None) -> "YuNet":
+        """``max_side``: overrides the config's (acquisition and verification fallback passes)."""
+        return cls(
+            confidence,
+            cfg.number("nms_threshold", 0.3),
+            cfg.integer("max_side", 640, positive=True) if max_side is None else max_side,
+            cfg.name,
+            cfg.integer("pad_multiple", 32, positive=True),
+            cfg.text("color", "BGR", ("BGR", "RGB")),
+        )
+
+    def with_max_side(self, max_side: int) -> "YuNet":
+        """The same detector (model, preprocessing) on another image size."""
+        return replace(self, max_side=max_side)
 
     def preprocess(self, bgr: np.ndarray) -> tuple[np.ndarray, YuNetMeta]:
         h, w = bgr.shape[:2]
@@ -34,9 +70,10 @@ class YuNet:
         if scale != 1.0:
             bgr = cv2.resize(bgr, (round(w / scale), round(h / scale)), interpolation=cv2.INTER_AREA)
         rh, rw = bgr.shape[:2]
-        ph, pw = -(-rh // 32) * 32, -(-rw // 32) * 32
+        m = self.pad_multiple
+        ph, pw = -(-rh // m) * m, -(-rw // m) * m
         x = np.zeros((1, 3, ph, pw), np.float32)
-        x[0, :, :rh, :rw] = bgr.transpose(2, 0, 1)
+        x[0, :, :rh, :rw] = (bgr[:, :, ::-1] if self.color == "RGB" else bgr).transpose(2, 0, 1)
         return x, YuNetMeta(scale, ph, pw)
 
     def postprocess(self, outputs: list[np.ndarray], meta: YuNetMeta) -> list[Face]:

@@ -1,12 +1,37 @@
-"""Read the Triton-layout model repository: configs, versions, file digests."""
+"""Read the Triton-layout model repository: configs, versions, file digests.
+
+What a model *is* comes from its ``config.pbtxt`` ``parameters`` (string values; Triton ignores
+them, the service reads them):
+
+* ``role``: what the service uses it for, one of ``ROLES`` (detector, antispoof, landmarks,
+  embedder);
+* ``architecture``: which pre/post-processing code drives it (retinaface, yunet, facemesh, iris,
+  mobilefacenet; anti-spoof models need none, ``liveness.antispoof.spec`` describes them fully);
+* the preprocessing numbers that module reads (mean, std, colour, input size, template, ...).
+
+So a model is found by its folder name (what the settings name), and what runs it by role and
+architecture (``resolve_architecture``): a renamed copy of a folder works under its new name.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from liveness.inference import pbtxt
+
+ROLES = ("detector", "antispoof", "landmarks", "embedder")
+
+
+class ModelConfigError(ValueError):
+    """A config.pbtxt cannot drive the module it is configured for (names the model and parameter)."""
+
+
+class ModelRoleError(ModelConfigError):
+    """A configured model has the wrong role (or an architecture no module of that role runs)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,113 @@ class ModelConfig:
         except KeyError:
             raise KeyError(f"model {self.name}: config.pbtxt has no parameter {key!r}") from None
 
+    @property
+    def role(self) -> str:
+        """The ``role`` parameter ("" when the config has none)."""
+        return self.parameters.get("role", "").strip()
+
+    @property
+    def architecture(self) -> str:
+        """The ``architecture`` parameter ("" when the config has none; see ``resolve_architecture``)."""
+        return self.parameters.get("architecture", "").strip()
+
+    # -- typed parameters: a missing key gives ``default``; a malformed value is an error naming
+    # -- the model, its file and the key (a default of None makes the key required).
+
+    def error(self, message: str) -> ModelConfigError:
+        return ModelConfigError(f"model {self.name!r} ({self.path / 'config.pbtxt'}): {message}")
+
+    def _raw(self, key: str, default: object) -> str | None:
+        value = self.parameters.get(key)
+        if value is None or not value.strip():
+            if default is None:
+                raise self.error(f"parameter {key!r} is missing")
+            return None
+        return value.strip()
+
+    def text(self, key: str, default: str | None = None, choices: Sequence[str] | None = None) -> str:
+        raw = self._raw(key, default)
+        value = default if raw is None else raw
+        assert value is not None
+        if choices is not None and value not in choices:
+            raise self.error(f"parameter {key!r} is {value!r}; expected one of {', '.join(choices)}")
+        return value
+
+    def number(self, key: str, default: float | None = None, *, positive: bool = False) -> float:
+        raw = self._raw(key, default)
+        if raw is None:
+            return float(default)  # type: ignore[arg-type]
+        try:
+            v = float(raw)
+        except ValueError:
+            raise self.error(f"parameter {key!r} is {raw!r}, not a number") from None
+        if not math.isfinite(v) or (positive and v <= 0):
+            raise self.error(f"parameter {key!r} is {raw!r}; expected a {'positive ' if positive else ''}finite number")
+        return v
+
+    def integer(self, key: str, default: int | None = None, *, positive: bool = False) -> int:
+        raw = self._raw(key, default)
+        if raw is None:
+            return int(default)  # type: ignore[arg-type]
+        try:
+            v = int(raw)
+        except ValueError:
+            raise self.error(f"parameter {key!r} is {raw!r}, not an integer") from None
+        if positive and v <= 0:
+            raise self.error(f"parameter {key!r} is {raw!r}; expected a positive integer")
+        return v
+
+    def numbers(
+        self, key: str, default: Sequence[float] | None = None, *, count: int | None = None, positive: bool = False
+    ) -> tuple[float, ...]:
+        """Comma-separated numbers; with ``count``, exactly that many (one value is repeated)."""
+        raw = self._raw(key, default)
+        if raw is None:
+            return tuple(float(v) for v in default)  # type: ignore[union-attr]
+        try:
+            vals = [float(p) for p in raw.split(",")]
+        except ValueError:
+            raise self.error(f"parameter {key!r} is {raw!r}, not comma-separated numbers") from None
+        if count is not None and len(vals) == 1:
+            vals *= count
+        if count is not None and len(vals) != count:
+            raise self.error(f"parameter {key!r} is {raw!r}; expected {count} numbers")
+        if not all(math.isfinite(v) and (v > 0 or not positive) for v in vals):
+            raise self.error(f"parameter {key!r} is {raw!r}; expected {'positive ' if positive else ''}finite numbers")
+        return tuple(vals)
+
+    def check_square_input(self, size: int) -> None:
+        """The first input must be ``[3, size, size]`` (or dynamic) when the config declares it."""
+        if not self.inputs:
+            return
+        dims = self.inputs[0].dims
+        if len(dims) != 3 or dims[0] != 3 or any(d not in (-1, size) for d in dims[1:]):
+            raise self.error(f"input {self.inputs[0].name!r} dims {list(dims)} do not match [3, {size}, {size}] "
+                             f"(input_size {size})")
+
+
+def resolve_architecture(cfg: ModelConfig, role: str, known: Iterable[str], setting: str | None = None) -> str:
+    """The architecture of ``cfg``, checked to be a model of ``role`` that one of the ``known``
+    architectures runs.  Raises ``ModelRoleError`` naming the setting that configured it.
+
+    An older repository (written before the ``architecture`` parameter existed) still works: a
+    config without it is taken to be the architecture its folder is named after, when that is a
+    known one (``retinaface/``, ``yunet/``, ...); a renamed copy needs the parameter.
+    """
+    known = tuple(known)
+    where = f"{setting} names model {cfg.name!r}" if setting else f"model {cfg.name!r}"
+    file = cfg.path / "config.pbtxt"
+    arch = cfg.architecture or (cfg.path.name if cfg.path.name in known else "")
+    got = cfg.role
+    if got and got != role:
+        raise ModelRoleError(f"{where}, a model with role {got!r} ({file}); it needs a model with role {role!r}")
+    if not arch:
+        raise ModelRoleError(f"{where} ({file}), which has no 'architecture' parameter; "
+                             f"a {role} model needs one of: {', '.join(known)}")
+    if arch not in known:
+        raise ModelRoleError(f"{where} ({file}) with architecture {arch!r}; the {role} modules are: {', '.join(known)}")
+    return arch
+
 
 @dataclass(frozen=True)
 class ModelVersion:
@@ -71,7 +203,10 @@ def load_config(model_dir: Path) -> ModelConfig:
     if not versions:
         raise FileNotFoundError(f"{model_dir}: no <version>/model.onnx; run `make models`")
     return ModelConfig(
-        name=pbtxt.first(cfg, "name", model_dir.name),
+        # The folder name is the model's name (what settings and routing call it): a renamed copy
+        # of a folder is that model under its new name even before its ``name:`` is edited (Triton
+        # itself wants the two to match).
+        name=model_dir.name,
         path=model_dir,
         max_batch_size=int(pbtxt.first(cfg, "max_batch_size", 1)),
         max_queue_delay_us=int(pbtxt.first(batching, "max_queue_delay_microseconds", 0)),

@@ -48,7 +48,8 @@ def square_crop(bgr: np.ndarray, cx: float, cy: float, side: float, size: int, m
     return np.ascontiguousarray(crop), SquareCrop(x0, y0, s, size, mirror)
 
 
-def to_input(crops: list[np.ndarray]) -> np.ndarray:
-    """BGR uint8 crops -> (N, 3, S, S) float32 RGB in [-1, 1] (x / 127.5 - 1)."""
-    x = np.stack([c[:, :, ::-1] for c in crops]).astype(np.float32)
-    return np.ascontiguousarray((x / 127.5 - 1.0).transpose(0, 3, 1, 2))
+def to_input(crops: list[np.ndarray], divisor: float = 127.5, mean: float = 1.0, color: str = "RGB") -> np.ndarray:
+    """BGR uint8 crops -> (N, 3, S, S) float32 in ``color`` order, ``x / divisor - mean``
+    (default MediaPipe's RGB in [-1, 1]: x / 127.5 - 1)."""
+    x = np.stack([c[:, :, ::-1] if color == "RGB" else c for c in crops]).astype(np.float32)
+    return np.ascontiguousarray((x / divisor - mean).transpose(0, 3, 1, 2))

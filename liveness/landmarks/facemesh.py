@@ -3,6 +3,11 @@
 Crop: a square of 1.5 x max(w, h) centred on the face box (zeros outside the image), resized
 to 192, RGB, x / 127.5 - 1, NCHW.  Outputs: ``conv2d_20`` 468 x (x, y, z) in 192-px crop
 coordinates, ``conv2d_30`` the face-presence logit.
+
+Architecture ``facemesh`` (role ``landmarks``).  ``FaceMeshModule.from_config`` reads these
+config.pbtxt ``parameters``, each defaulting to the value above for a repository written before
+it existed: ``crop_scale`` (1.5), ``input_size`` (192), ``color`` (RGB), ``input_divisor``
+(127.5) and ``input_mean`` (1): the input is ``x / input_divisor - input_mean``.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from liveness.detection.base import Face
+from liveness.inference.repository import ModelConfig
 from liveness.landmarks.crop import SquareCrop, square_crop, to_input
 
-MODEL = "facemesh"
 SIZE = 192
 CROP_SCALE = 1.5
 N_POINTS = 468
+DIVISOR, MEAN = 127.5, 1.0
 
 
 @dataclass(frozen=True)
@@ -30,18 +36,39 @@ class FaceMesh:
         return float(1.0 / (1.0 + np.exp(-self.presence_logit)))
 
 
-def crop_for(bgr: np.ndarray, face: Face) -> tuple[np.ndarray, SquareCrop]:
+def crop_for(bgr: np.ndarray, face: Face, crop_scale: float = CROP_SCALE, size: int = SIZE) -> tuple[np.ndarray, SquareCrop]:
     cx, cy = face.x + face.w / 2, face.y + face.h / 2
-    return square_crop(bgr, cx, cy, CROP_SCALE * max(face.w, face.h), SIZE)
+    return square_crop(bgr, cx, cy, crop_scale * max(face.w, face.h), size)
 
 
+@dataclass(frozen=True)
 class FaceMeshModule:
-    model = MODEL
+    model: str = "facemesh"
+    crop_scale: float = CROP_SCALE
+    size: int = SIZE
+    color: str = "RGB"
+    divisor: float = DIVISOR
+    mean: float = MEAN
+
+    architecture = "facemesh"
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "FaceMeshModule":
+        size = cfg.integer("input_size", SIZE, positive=True)
+        cfg.check_square_input(size)
+        return cls(
+            cfg.name,
+            cfg.number("crop_scale", CROP_SCALE, positive=True),
+            size,
+            cfg.text("color", "RGB", ("RGB", "BGR")),
+            cfg.number("input_divisor", DIVISOR, positive=True),
+            cfg.number("input_mean", MEAN),
+        )
 
     def preprocess(self, bgr: np.ndarray, face: Face) -> tuple[np.ndarray, SquareCrop]:
-        """(1, 3, 192, 192) float32 input and the crop map."""
-        crop, meta = crop_for(bgr, face)
-        return to_input([crop]), meta
+        """(1, 3, S, S) float32 input and the crop map."""
+        crop, meta = crop_for(bgr, face, self.crop_scale, self.size)
+        return to_input([crop], self.divisor, self.mean, self.color), meta
 
     @staticmethod
     def postprocess(outputs: list[np.ndarray], meta: SquareCrop) -> FaceMesh:

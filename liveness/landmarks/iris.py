@@ -6,6 +6,11 @@ Per eye a square centred between the eye corners (mesh 33/133 for the subject's 
 The model expects a right eye: the left eye's crop is mirrored left-right (and its points are
 un-mirrored).  Outputs: 71 x (x, y, z) eye contour + brows (the first 16 = eyelid contour),
 5 x (x, y, z) iris (centre first), in 64-px crop coordinates.
+
+Architecture ``iris`` (role ``landmarks``).  ``IrisModule.from_config`` reads these config.pbtxt
+``parameters``, each defaulting to the value above for a repository written before it existed:
+``crop_scale`` (2.3), ``input_size`` (64), ``color`` (RGB), ``input_divisor`` (127.5) and
+``input_mean`` (1): the input is ``x / input_divisor - input_mean``.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from liveness.inference.repository import ModelConfig
 from liveness.landmarks.crop import SquareCrop, square_crop, to_input
 
-MODEL = "iris"
 SIZE = 64
 CROP_SCALE = 2.3
 RIGHT_CORNERS = (33, 133)  # subject's right eye (image left in an unmirrored frontal photo)
 LEFT_CORNERS = (362, 263)
 EYELID_POINTS = 16
+DIVISOR, MEAN = 127.5, 1.0
 
 
 @dataclass(frozen=True)
@@ -40,20 +46,44 @@ class Eyes:
     right: Eye
 
 
-def crop_eye(bgr: np.ndarray, mesh_points: np.ndarray, corners: tuple[int, int], mirror: bool) -> tuple[np.ndarray, SquareCrop]:
+def crop_eye(
+    bgr: np.ndarray, mesh_points: np.ndarray, corners: tuple[int, int], mirror: bool,
+    crop_scale: float = CROP_SCALE, size: int = SIZE,
+) -> tuple[np.ndarray, SquareCrop]:
     a, b = mesh_points[corners[0], :2], mesh_points[corners[1], :2]
     cx, cy = (a + b) / 2
-    return square_crop(bgr, float(cx), float(cy), CROP_SCALE * float(np.linalg.norm(a - b)), SIZE, mirror=mirror)
+    return square_crop(bgr, float(cx), float(cy), crop_scale * float(np.linalg.norm(a - b)), size, mirror=mirror)
 
 
+@dataclass(frozen=True)
 class IrisModule:
-    model = MODEL
+    model: str = "iris"
+    crop_scale: float = CROP_SCALE
+    size: int = SIZE
+    color: str = "RGB"
+    divisor: float = DIVISOR
+    mean: float = MEAN
+
+    architecture = "iris"
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "IrisModule":
+        size = cfg.integer("input_size", SIZE, positive=True)
+        cfg.check_square_input(size)
+        return cls(
+            cfg.name,
+            cfg.number("crop_scale", CROP_SCALE, positive=True),
+            size,
+            cfg.text("color", "RGB", ("RGB", "BGR")),
+            cfg.number("input_divisor", DIVISOR, positive=True),
+            cfg.number("input_mean", MEAN),
+        )
 
     def preprocess(self, bgr: np.ndarray, mesh_points: np.ndarray) -> tuple[np.ndarray, tuple[SquareCrop, SquareCrop]]:
-        """(2, 3, 64, 64) float32: [subject's right eye, subject's left eye (mirrored)]."""
-        right, rmeta = crop_eye(bgr, mesh_points, RIGHT_CORNERS, mirror=False)
-        left, lmeta = crop_eye(bgr, mesh_points, LEFT_CORNERS, mirror=True)
-        return to_input([right, left]), (rmeta, lmeta)
+        """(2, 3, S, S) float32: [subject's right eye, subject's left eye (mirrored)]."""
+        right, rmeta = crop_eye(bgr, mesh_points, RIGHT_CORNERS, False, self.crop_scale, self.size)
+        left, lmeta = crop_eye(bgr, mesh_points, LEFT_CORNERS, True, self.crop_scale, self.size)
+        return to_input([right, left], self.divisor, self.mean, self.color), (rmeta, lmeta)
 
     @staticmethod
     def postprocess(outputs: list[np.ndarray], meta: tuple[SquareCrop, SquareCrop]) -> Eyes:

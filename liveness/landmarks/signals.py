@@ -13,9 +13,10 @@ from dataclasses import dataclass
 class FaceSignals:
     left_eye_openness: float  # iris-model eyelid contour height / width (open ~0.36-0.46, closed ~0.18-0.22)
     right_eye_openness: float
-    yaw: float  # degrees; > 0 when the subject turns to THEIR left (face moves to image right)
-    pitch: float  # degrees; > 0 when looking up
-    roll: float  # degrees; > 0 when the head tilts to the subject's left shoulder
+    # Head pose from the face mesh (liveness.geometry.pose.mesh_pose), degrees:
+    yaw: float  # > 0 when the subject turns to THEIR left (face moves to image right)
+    pitch: float  # > 0 when looking up
+    roll: float  # > 0 when the head tilts to the subject's left shoulder
     mouth_open: float  # inner-lip gap / mouth width
     smile: float  # mouth width / inter-ocular distance (grows with a smile)
     brows_raised: float  # brow-to-eye distance / inter-ocular distance
@@ -33,13 +34,16 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+# Head pose (yaw, pitch, roll): the service's one pose module; its conventions and the values
+# measured on the dev media are documented there.
+from liveness.geometry.pose import mesh_pose  # noqa: E402
+
 if TYPE_CHECKING:
     from liveness.landmarks.facemesh import FaceMesh
     from liveness.landmarks.iris import Eyes
 
 RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS = (33, 133), (362, 263)  # subject's right / left
-CHEEK_RIGHT, CHEEK_LEFT = 234, 454  # face outline at the ears (subject's right / left)
-FOREHEAD, CHIN, NOSE_TIP = 10, 152, 1
+NOSE_TIP = 1
 LIP_UPPER_INNER, LIP_LOWER_INNER, MOUTH_RIGHT, MOUTH_LEFT = 13, 14, 61, 291
 BROW_RIGHT, BROW_LEFT = (70, 63, 105, 66, 107), (300, 293, 334, 296, 336)
 
@@ -65,35 +69,6 @@ def _eye_centre(pts: np.ndarray, corners: tuple[int, int]) -> np.ndarray:
 def interocular(pts: np.ndarray) -> float:
     """Distance between the eye centres (midpoints of the eye corners), image pixels."""
     return float(np.linalg.norm(_eye_centre(pts, RIGHT_EYE_CORNERS) - _eye_centre(pts, LEFT_EYE_CORNERS)))
-
-
-def head_yaw(pts: np.ndarray) -> float:
-    """Degrees; > 0 when the subject turns to THEIR left (nose towards image right).
-
-    Angle of the cheek-to-cheek line (mesh 234 -> 454) out of the image plane, from the mesh's
-    x and z.  Measured: frontal dev photos -0.6..+0.1 (T1 +23, slightly turned); jomariya_real_1
-    turns +26 (frames 160-170, nose to image right) and -13 (frames 520-570, nose to image left),
-    between turns -7..+5.
-    """
-    d = pts[CHEEK_LEFT] - pts[CHEEK_RIGHT]
-    return math.degrees(math.atan2(float(d[2]), float(d[0])))
-
-
-def head_pitch(pts: np.ndarray) -> float:
-    """Degrees; > 0 when looking up (chin comes nearer than the forehead).
-
-    Angle of the forehead-chin line (mesh 10 -> 152) out of the image plane.  Measured: frontal
-    dev photos -17..+9, jomariya_real_1 level frames -10..+2, looking down at the phone -20..-32.
-    """
-    d = pts[CHIN] - pts[FOREHEAD]
-    return math.degrees(math.atan2(float(pts[FOREHEAD, 2] - pts[CHIN, 2]), float(math.hypot(d[0], d[1]))))
-
-
-def head_roll(pts: np.ndarray) -> float:
-    """Degrees; > 0 when the head tilts to the subject's left shoulder (image right): the angle of
-    the outer eye corners' line (33 -> 263) in the image.  Measured: dev photos -1.7..-0.1, T1 10."""
-    d = pts[LEFT_EYE_CORNERS[1], :2] - pts[RIGHT_EYE_CORNERS[0], :2]
-    return math.degrees(math.atan2(float(d[1]), float(d[0])))
 
 
 def mouth_open(pts: np.ndarray) -> float:
@@ -128,12 +103,13 @@ def presence(logit: float) -> float:
 
 def signals_from(mesh: "FaceMesh", eyes: "Eyes") -> FaceSignals:
     pts = mesh.points
+    pose = mesh_pose(pts)
     return FaceSignals(
         left_eye_openness=eye_openness(eyes.left.eyelid),
         right_eye_openness=eye_openness(eyes.right.eyelid),
-        yaw=head_yaw(pts),
-        pitch=head_pitch(pts),
-        roll=head_roll(pts),
+        yaw=pose.yaw,
+        pitch=pose.pitch,
+        roll=pose.roll,
         mouth_open=mouth_open(pts),
         smile=smile(pts),
         brows_raised=brows_raised(pts),

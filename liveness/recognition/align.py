@@ -1,5 +1,10 @@
 """5-point face alignment onto the ArcFace 112x112 template (what MobileFaceNet was trained on).
 
+The service's one face alignment: verification (the embedder's input, quality for recognition)
+and the video endpoint's ``normalized`` best face use ``align_face``.  The template is the
+embedder's: its config.pbtxt ``template`` parameter (``MobileFaceNet.from_config``);
+``ARCFACE_TEMPLATE`` is the documented default, for a repository without one.
+
 Upstream (foamliu/MobileFaceNet ``utils.align_face``) estimates a similarity transform with
 scikit-image's ``SimilarityTransform.estimate`` (Umeyama 1991, no reflection) from the detector's
 five landmarks to the template, then ``cv2.warpAffine(img, M, (112, 112))``: bilinear, black
@@ -15,7 +20,8 @@ import numpy as np
 
 ALIGNED_SIZE = 112
 
-# The ArcFace template in 112x112 pixels (upstream: the 96x112 REFERENCE_FACIAL_POINTS + 8 px in x).
+# The ArcFace template in 112x112 pixels (upstream: the 96x112 REFERENCE_FACIAL_POINTS + 8 px in x);
+# the default of the embedder's ``template`` parameter.
 # Order: image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth
 # corner — YuNet's keypoint order as is.
 ARCFACE_TEMPLATE = np.array(
@@ -69,10 +75,13 @@ def similarity_transform(src5: np.ndarray, dst5: np.ndarray) -> np.ndarray:
     return np.hstack([scale * r, t[:, None]])
 
 
-def align_face(bgr: np.ndarray, keypoints5: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
-    """The face warped onto the ArcFace template: ``size`` x ``size`` BGR uint8 (bilinear, black
-    outside the image)."""
-    dst = ARCFACE_TEMPLATE * (size / ALIGNED_SIZE)
+def align_face(
+    bgr: np.ndarray, keypoints5: np.ndarray, size: int = ALIGNED_SIZE, template: np.ndarray | None = None
+) -> np.ndarray:
+    """The face warped onto the template: ``size`` x ``size`` BGR uint8 (bilinear, black outside
+    the image).  ``template``: (5, 2) points in ``size`` x ``size`` pixels; default the ArcFace
+    template scaled to ``size``.  Raises ValueError on degenerate keypoints."""
+    dst = ARCFACE_TEMPLATE * (size / ALIGNED_SIZE) if template is None else np.asarray(template, np.float64).reshape(5, 2)
     m = similarity_transform(np.asarray(keypoints5, np.float64).reshape(5, 2), dst)
     out = cv2.warpAffine(
         bgr, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)

@@ -10,7 +10,7 @@ reason code            measured                                                 
 ``blurry``             s = r / (r + 0.25), r = var(Laplacian) / var(grey) on the     s < 0.35 / < 0.15
                        inner face of the aligned 112x112 crop (what the model sees)  (r < 0.13 / < 0.044)
 ``face_too_small``     inter-eye distance in image pixels                            < 40 / < 20 px
-``extreme_pose``       |yaw|, |pitch|, |roll| estimated from the 5 keypoints         yaw > 25 / > 45,
+``extreme_pose``       |yaw|, |pitch|, |roll| from the 5 keypoints (geometry.pose)   yaw > 25 / > 45,
                                                                                      pitch > 25 / > 40,
                                                                                      roll > 30 / > 60 deg
 ``underexposed``       mean luminance of the inner face; fraction of it <= 10        < 70 / < 40;
@@ -35,7 +35,7 @@ landmark photos, and synthetic degradations of them; docs/VERIFICATION.md has th
   1.8x upsampling; under 20 px (a face box of ~45 px) the crop is mostly interpolation.  (Azure
   recommends faces of >= 200x200 px and detects from 36x36.)
 * pose: recognition of models trained on mostly frontal faces degrades steadily beyond ~20-25
-  deg of yaw and much faster past ~45.  The 5-point estimate below is coarse (+-10 deg, and a
+  deg of yaw and much faster past ~45.  The 5-point estimate (geometry.pose) is coarse (+-10 deg, and a
   broad smile lowers the pitch estimate), so the bands are wide: the dev photos give |yaw| <= 32
   and |pitch| <= 12.  Alignment undoes roll, so only extreme roll (a rotated image) counts.
 * exposure: the inner face of the dev photos has a mean luminance of 97-178 (BT.601) with <= 6 %
@@ -46,19 +46,12 @@ landmark photos, and synthetic degradations of them; docs/VERIFICATION.md has th
   or eyes/nose/mouth in an impossible order, mean the detector was guessing.  A face more than
   10 % outside the image is cut off: part of it is hidden.
 
-Pose from 5 points (degrees; approximate, for gating only):
-  roll  = the angle of the line from the image-left to the image-right eye;
-  then, in the roll-corrected frame, with e = half the eye distance,
-  yaw   = atan((nose_x - eye_mid_x) / e / 0.7)   (a nose tip ~0.7 e in front of the eyes);
-  pitch = atan((0.58 - (nose_y - eye_y) / (mouth_y - eye_y)) / 0.405)
-          (0.58 = YuNet's median ratio on the frontal dev faces; 0.405 = d ratio / d tan(pitch)
-          of a generic 3D face model at pitch 0).
-  Positive yaw = nose towards the image right; positive pitch = looking up.
+Pose: ``liveness.geometry.pose.keypoint_pose`` (the service's one pose module: how yaw, pitch and
+roll are estimated from the five keypoints, and their signs).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -66,6 +59,7 @@ import cv2
 import numpy as np
 
 from liveness.detection.base import Face
+from liveness.geometry.pose import keypoint_pose, roll_frame
 from liveness.recognition.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_face, similarity_transform
 
 Level = Literal["high", "medium", "low"]
@@ -93,11 +87,6 @@ DARK_PIXEL, BRIGHT_PIXEL = 10, 245
 SCORE_MEDIUM = 0.80  # detector confidence
 OUTSIDE_MEDIUM = 0.10  # fraction of the inner face outside the image
 
-# Pose model constants (see the docstring).
-_NOSE_DEPTH = 0.7
-_FRONTAL_PITCH_RATIO = 0.58
-_PITCH_SLOPE = 0.405
-
 # The inner face in the aligned 112x112 crop: brows to chin, cheek to cheek, so hair, background
 # and the black border of a face at the image edge stay out of the measurements.
 _INNER = (slice(36, 108), slice(24, 88))
@@ -117,32 +106,6 @@ class RecognitionQuality:
         }
 
 
-def _roll_frame(kp: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """(roll in degrees, eye distance, the keypoints rotated so the eye line is horizontal)."""
-    dx, dy = kp[1] - kp[0]
-    eye_dist = math.hypot(dx, dy)
-    roll = math.degrees(math.atan2(dy, dx))
-    if eye_dist < 1e-6:
-        return roll, 0.0, kp.copy()
-    c, s = dx / eye_dist, dy / eye_dist
-    return roll, eye_dist, kp @ np.array([[c, -s], [s, c]])
-
-
-def head_pose(keypoints: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees from YuNet's five keypoints; approximate (module docstring)."""
-    kp = np.asarray(keypoints, np.float64).reshape(5, 2)
-    roll, eye_dist, r = _roll_frame(kp)
-    if eye_dist < 1e-6:
-        return 0.0, 0.0, roll
-    eye_mid, nose, mouth_mid = (r[0] + r[1]) / 2, r[2], (r[3] + r[4]) / 2
-    yaw = math.degrees(math.atan((nose[0] - eye_mid[0]) / (eye_dist / 2) / _NOSE_DEPTH))
-    span = mouth_mid[1] - eye_mid[1]
-    if abs(span) < 1e-6:
-        return yaw, 0.0, roll
-    ratio = (nose[1] - eye_mid[1]) / span
-    return yaw, math.degrees(math.atan((_FRONTAL_PITCH_RATIO - ratio) / _PITCH_SLOPE)), roll
-
-
 def _keypoint_problems(face: Face, kp: np.ndarray) -> int:
     """Keypoints outside the (10 % enlarged) box, plus 1 if they are in an order no face has."""
     mx, my = 0.1 * face.w, 0.1 * face.h
@@ -154,7 +117,7 @@ def _keypoint_problems(face: Face, kp: np.ndarray) -> int:
             | (kp[:, 1] > face.y + face.h + my)
         )
     )
-    _, _, r = _roll_frame(kp)
+    _, _, r = roll_frame(kp)
     eye_y, nose_y, mouth_y = (r[0, 1] + r[1, 1]) / 2, r[2, 1], (r[3, 1] + r[4, 1]) / 2
     ordered = eye_y < nose_y < mouth_y and r[0, 0] < r[1, 0] and r[3, 0] < r[4, 0]
     return outside + (0 if ordered else 1)
@@ -177,14 +140,19 @@ def _band(value: float, medium: float, low: float, higher_is_better: bool) -> in
     return 2 if value > low else 1 if value > medium else 0
 
 
-def assess(bgr: np.ndarray, face: Face, aligned: np.ndarray | None = None) -> RecognitionQuality:
+def assess(
+    bgr: np.ndarray, face: Face, aligned: np.ndarray | None = None, template: np.ndarray | None = None
+) -> RecognitionQuality:
     """Quality for recognition of ``face`` (with YuNet's five keypoints) in the BGR image.
-    ``aligned`` (``align_face(bgr, face.keypoints)``) is reused when given."""
+    ``template``: the embedder's alignment template in 112x112 pixels (default
+    ``ARCFACE_TEMPLATE``); ``aligned`` (``align_face(bgr, face.keypoints, template=template)``)
+    is reused when given."""
     if face.keypoints is None or len(face.keypoints) != 5:
         raise ValueError("assess() needs a face with five keypoints (YuNet)")
     kp = np.asarray(face.keypoints, np.float64).reshape(5, 2)
-    m = similarity_transform(kp, ARCFACE_TEMPLATE)
-    crop = aligned if aligned is not None else align_face(bgr, kp)
+    tpl = ARCFACE_TEMPLATE if template is None else np.asarray(template, np.float64).reshape(5, 2)
+    m = similarity_transform(kp, tpl)
+    crop = aligned if aligned is not None else align_face(bgr, kp, template=tpl)
     if crop.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
         raise ValueError(f"aligned face must be {ALIGNED_SIZE}x{ALIGNED_SIZE}, got {crop.shape}")
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
@@ -195,7 +163,7 @@ def assess(bgr: np.ndarray, face: Face, aligned: np.ndarray | None = None) -> Re
     lap_ratio = lap_var / max(contrast, 1.0) ** 2
     sharp = lap_ratio / (lap_ratio + SHARPNESS_HALF)
     eye_dist = float(np.hypot(*(kp[1] - kp[0])))
-    yaw, pitch, roll = head_pose(kp)
+    yaw, pitch, roll = keypoint_pose(kp)
     lum = float(inner.mean())
     dark = float(np.count_nonzero(inner <= DARK_PIXEL)) / inner.size
     bright = float(np.count_nonzero(inner >= BRIGHT_PIXEL)) / inner.size

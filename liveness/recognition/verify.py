@@ -6,6 +6,11 @@
 Every model call goes through ``InferenceBackend.infer(model, batch, version)``, so it is
 batched with concurrent requests and runs the version the rollout policy routed; CPU work
 (resize, decode of the detector outputs, warp, quality) runs in the given executor.
+
+The two models are the ``verification_models`` setting's, told apart by their config.pbtxt
+``role``: a ``detector`` that gives five keypoints (architecture ``yunet``) and an ``embedder``
+(architecture ``mobilefacenet``) whose ``template`` parameter is the alignment template
+(``FaceVerifier.from_settings``; ``verification_models()``).
 """
 
 from __future__ import annotations
@@ -19,24 +24,29 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import numpy as np
 
 from liveness.detection.base import Face
+from liveness.detection.choose import choose_face
+from liveness.detection.modules import detector_from_config
 from liveness.detection.yunet import YuNet
-from liveness.errors import MODEL_UNAVAILABLE, MULTIPLE_FACES, NO_FACE, LivenessError
+from liveness.errors import MODEL_UNAVAILABLE, LivenessError
 from liveness.inference.base import InferenceBackend
-from liveness.inference.repository import ModelConfig, ModelVersion
-from liveness.recognition.align import align_face
+from liveness.inference.repository import ModelConfig, ModelRoleError, ModelVersion, resolve_architecture
+from liveness.recognition.align import ALIGNED_SIZE
 from liveness.recognition.mobilefacenet import MobileFaceNet, cosine
 from liveness.recognition.quality import RecognitionQuality, assess
+from liveness.settings import Settings
 
 T = TypeVar("T")
 
-DETECTOR_MODEL = "yunet"
-EMBEDDER_MODEL = "mobilefacenet"
+# The models a FaceVerifier runs when it is not told (the verification_models setting's default).
+DETECTOR_MODEL, EMBEDDER_MODEL = Settings.model_fields["verification_models"].default
+# architecture -> embedder module class (``from_config(cfg)``)
+EMBEDDERS: dict[str, type[MobileFaceNet]] = {"mobilefacenet": MobileFaceNet}
 # Default decision threshold on the cosine (docs/VERIFICATION.md: tools/calibrate_verification.py).
 DEFAULT_THRESHOLD = 0.42
 # A second face counts (MULTIPLE_FACES) when its box area is at least this share of the biggest
 # one's, i.e. its side >= half the biggest's: a person in the background of a selfie is smaller.
-# The same rule and default as the liveness pipeline's multi_face_min_area_ratio.
-MULTI_FACE_MIN_AREA_RATIO = 0.25
+# The liveness pipeline's rule (liveness.detection.choose); the default of multi_face_min_area_ratio.
+MULTI_FACE_MIN_AREA_RATIO = Settings.model_fields["multi_face_min_area_ratio"].default
 # probe(): the verifier's face must overlap the liveness pipeline's face at least this much.
 # RetinaFace and YuNet boxes of one face differ in convention (IoU ~0.6-0.8 on the dev photos),
 # two different faces hardly overlap.
@@ -87,6 +97,33 @@ def match_confidence(cos: float) -> float:
 FALLBACK_SIDES = (960, 320)  # px, YuNet's longest side when the usual one finds no face
 
 
+def embedder_from_config(cfg: ModelConfig, setting: str | None = "verification_models") -> MobileFaceNet:
+    """The embedder module for ``cfg`` (role ``embedder``), by its architecture."""
+    return EMBEDDERS[resolve_architecture(cfg, "embedder", EMBEDDERS, setting)].from_config(cfg)
+
+
+def verification_models(
+    configs: Sequence[ModelConfig], setting: str | None = "verification_models"
+) -> tuple[ModelConfig, ModelConfig]:
+    """(detector, embedder) among ``configs``, told apart by role: exactly one of each, the
+    detector one that gives keypoints.  Raises ``ModelRoleError``."""
+    where = setting or "the verification models"
+    names = [c.name for c in configs]
+    by_role: dict[str, list[ModelConfig]] = {"detector": [], "embedder": []}
+    for cfg in configs:
+        if cfg.role not in by_role:
+            raise ModelRoleError(f"{where} names model {cfg.name!r}, a model with role {cfg.role or '(none)'!r} "
+                                 f"({cfg.path / 'config.pbtxt'}); face verification needs a detector and an embedder")
+        by_role[cfg.role].append(cfg)
+    for role, got in by_role.items():
+        if len(got) != 1:
+            raise ModelRoleError(f"{where} {names} must name exactly one model with role {role!r} (found {len(got)})")
+    det, emb = by_role["detector"][0], by_role["embedder"][0]
+    detector_from_config(det, setting=setting, keypoints=True)  # checks its architecture
+    embedder_from_config(emb, setting)
+    return det, emb
+
+
 class FaceVerifier:
     def __init__(
         self,
@@ -100,21 +137,34 @@ class FaceVerifier:
         multi_face_min_area_ratio: float = MULTI_FACE_MIN_AREA_RATIO,
         fallback: bool = True,
     ) -> None:
+        """``detector_config`` / ``embedder_config``: the two models (default the ``yunet`` and
+        ``mobilefacenet`` of the backend's repository); ``from_settings`` picks them by role from
+        ``verification_models``."""
         self.backend = backend
         self.executor = executor
         self.threshold = float(threshold)
         self.multi_face_min_area_ratio = multi_face_min_area_ratio
         det_cfg = detector_config or backend.config(DETECTOR_MODEL)
-        max_side = int(det_cfg.parameters.get("max_side", "640"))
-        self.detector = YuNet(confidence=detector_confidence, max_side=max_side)
-        self.detector.model = det_cfg.name
+        detector = detector_from_config(det_cfg, detector_confidence, setting=None, keypoints=True)
+        assert isinstance(detector, YuNet)
+        self.detector = detector
         # Same idea as liveness.detection.acquire: only when YuNet finds nothing at its usual
         # size, a bigger copy (small faces in 12 MP photos) then a smaller one (a face filling
         # the frame, over YuNet's ~300 px range at 640).
-        self.fallbacks = [YuNet(confidence=detector_confidence, max_side=s) for s in FALLBACK_SIDES if fallback]
-        for d in self.fallbacks:
-            d.model = det_cfg.name
-        self.embedder = MobileFaceNet.from_config(embedder_config or backend.config(EMBEDDER_MODEL))
+        self.fallbacks = [detector.with_max_side(s) for s in FALLBACK_SIDES if fallback]
+        self.embedder = embedder_from_config(embedder_config or backend.config(EMBEDDER_MODEL), None)
+
+    @classmethod
+    def from_settings(cls, backend: InferenceBackend, executor: Executor, settings: Settings) -> "FaceVerifier":
+        """The verifier the settings describe: ``verification_models`` (by role),
+        ``verify_threshold``, ``detector_confidence``, ``detector_fallback`` and
+        ``multi_face_min_area_ratio`` (the pipeline's rule for a second face)."""
+        det_cfg, emb_cfg = verification_models([backend.config(m) for m in settings.verification_models])
+        return cls(
+            backend, executor, threshold=settings.verify_threshold, detector_confidence=settings.detector_confidence,
+            detector_config=det_cfg, embedder_config=emb_cfg,
+            multi_face_min_area_ratio=settings.multi_face_min_area_ratio, fallback=settings.detector_fallback,
+        )
 
     @property
     def model_names(self) -> list[str]:
@@ -146,14 +196,17 @@ class FaceVerifier:
 
     def _prepare(self, bgr: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, list[RecognitionQuality]]:
         rows, qualities = [], []
+        emb = self.embedder
+        # Quality is measured on the 112x112 crop (its thresholds are in those pixels).
+        tpl112 = emb.template * (ALIGNED_SIZE / emb.size)
         for face in faces:
-            aligned = align_face(bgr, face.keypoints)
-            rows.append(self.embedder.preprocess(aligned))
-            qualities.append(assess(bgr, face, aligned))
+            aligned = emb.align(bgr, face.keypoints)
+            rows.append(emb.preprocess(aligned))
+            qualities.append(assess(bgr, face, aligned if emb.size == ALIGNED_SIZE else None, tpl112))
         return np.stack(rows), qualities
 
     async def embed_aligned(self, aligned: Sequence[np.ndarray], versions: Mapping[str, int]) -> np.ndarray:
-        """Aligned 112x112 BGR faces -> (N, 128) L2-normalised embeddings, as one batch."""
+        """Aligned BGR faces (``embedder.align``, 112x112) -> (N, 128) L2-normalised embeddings, as one batch."""
         model = self.embedder.model
         x = await self._cpu(lambda: np.stack([self.embedder.preprocess(a) for a in aligned]))
         (out,) = await self.backend.infer(model, x, self._version(versions, model))
@@ -186,16 +239,8 @@ class FaceVerifier:
         t0 = time.perf_counter()
         faces = await self.detect(bgr, versions)
         t1 = time.perf_counter()
-        if not faces:
-            raise LivenessError(NO_FACE, "No face was found in the image.")
-        biggest = max(faces, key=lambda f: f.area)
-        rivals = [f for f in faces if f is not biggest and f.area >= self.multi_face_min_area_ratio * biggest.area]
-        if rivals:
-            raise LivenessError(
-                MULTIPLE_FACES,
-                f"{len(rivals) + 1} faces were found; the reference image must show exactly one person.",
-                {"faces": len(rivals) + 1},
-            )
+        biggest = choose_face(faces, "reject", self.multi_face_min_area_ratio,
+                              one_person="the reference image must show exactly one person")
         (template,) = await self.templates(bgr, [biggest], versions)
         return _with_detect_time(template, t1 - t0)
 

@@ -40,6 +40,7 @@ from liveness.detection.base import Face
 from liveness.errors import INTERNAL_ERROR, UNSUPPORTED_VIDEO, VIDEO_TIMEOUT, LivenessError
 from liveness.inference.repository import ModelVersion
 from liveness.pipeline import quality_flags
+from liveness.recognition.align import ALIGNED_SIZE, align_face
 from liveness.video.decide import FAILURE_TO_ACQUIRE, REJECTED, Judge, Verdict
 from liveness.video.frames import DecodeStats, SelectedFrame, decode_selected, select_frames
 from liveness.video.probe import VideoInfo, VideoLimits, check_size, probe
@@ -53,12 +54,6 @@ log = logging.getLogger("liveness.video")
 
 MIN_FRAME_SIDE = 32  # smaller frames are a failure ("frame_too_small"), not sent to a detector
 _QUEUE_GRACE_S = 5.0  # the consumer waits this long past the decode budget for a frame
-
-# Face alignment template for a 112x112 normalised face (ArcFace), image-left eye first.
-_TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    np.float32,
-)
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -206,19 +201,30 @@ def _frame_result(o: _Outcome, judge: Judge) -> FrameResult:
                        o.faces_found, _ltrb(o.face, w, h), o.flags, o.detector_pass)
 
 
-def normalized_face(bgr: np.ndarray, face: Face) -> np.ndarray:
-    """112x112: aligned on the five keypoints when the detector gives them, else a square crop
-    of the box enlarged by 20 %."""
+def normalized_face(bgr: np.ndarray, face: Face, template: np.ndarray | None = None) -> np.ndarray:
+    """112x112: aligned on the five keypoints when the detector gives them (the verifier's
+    alignment, ``liveness.recognition.align``, onto ``template`` in 112x112 pixels: the
+    embedder's, default the ArcFace template), else a square crop of the box enlarged by 20 %."""
     if face.keypoints is not None and len(face.keypoints) == 5:
-        m, _ = cv2.estimateAffinePartial2D(np.asarray(face.keypoints, np.float32), _TEMPLATE_112, method=cv2.LMEDS)
-        if m is not None:
-            return cv2.warpAffine(bgr, m, (112, 112), borderMode=cv2.BORDER_CONSTANT)
+        try:
+            return align_face(bgr, face.keypoints, ALIGNED_SIZE, template)
+        except ValueError:  # degenerate keypoints: the box crop below
+            pass
     from liveness.antispoof.crop import crop_face
 
     return crop_face(bgr, face.bbox, 1.2, 112)
 
 
-def _best_face(o: _Outcome, return_photo: bool, return_normalized: bool) -> BestFace:
+def _normalized_template(ops: "Operations") -> np.ndarray | None:
+    """The embedder's alignment template in 112x112 pixels (None: verification is off, the default)."""
+    verifier = getattr(ops, "verifier", None)
+    if verifier is None:
+        return None
+    emb = verifier.embedder
+    return emb.template * (ALIGNED_SIZE / emb.size)
+
+
+def _best_face(o: _Outcome, return_photo: bool, return_normalized: bool, template: np.ndarray | None = None) -> BestFace:
     bgr = o.item.bgr
     h, w = bgr.shape[:2]
     photo = norm = None
@@ -226,7 +232,7 @@ def _best_face(o: _Outcome, return_photo: bool, return_normalized: bool) -> Best
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
         photo = buf.tobytes() if ok else None
     if return_normalized:
-        ok, buf = cv2.imencode(".png", normalized_face(bgr, o.face))
+        ok, buf = cv2.imencode(".png", normalized_face(bgr, o.face, template))
         norm = buf.tobytes() if ok else None
     t = o.item.target
     return BestFace(t.frame_no, t.ts, float(o.score), float(o.quality), _ltrb(o.face, w, h), photo, norm)
@@ -394,7 +400,8 @@ async def _run(ops: "Operations", data, info, index, versions, limits, timings, 
     best = best_live if verdict is Verdict.LIVE else best_any
     best_face = None
     if best is not None:  # JPEG/PNG encoding off the event loop
-        best_face = await ops.cpu(_best_face, best, return_photo, return_normalized)
+        best_face = await ops.cpu(_best_face, best, return_photo, return_normalized,
+                                  _normalized_template(ops) if return_normalized else None)
     pipeline = ops.pipeline
     models = (
         *(ops.backend.version_info(m, versions[m]) for m in (detectors or [pipeline.detector.model])),
