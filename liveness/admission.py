@@ -26,6 +26,11 @@ thread.  Cancelling the awaiting task does not stop that thread: a reservation i
 charged with nobody left to refund it.  So every store call here is waited for to the end, and a
 request that was cancelled gives its unit back: a client never pays for an answer it did not get.
 
+A process that dies (SIGKILL, OOM, power) between reserve and commit cannot refund: every
+reservation is a lease in the store, and a lease neither committed nor refunded within
+``reservation_lease_s`` is given back by ``KeyStore.reclaim_expired`` - at start-up and by each
+worker's background sweep every ``SWEEP_EVERY_S`` - so a crash neither loses nor invents charges.
+
 This is the only module that calls the key store's reserve / commit / refund
 (tests/test_admission.py reads the sources to keep it so).
 """
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
@@ -44,6 +50,9 @@ from liveness.rollout.router import Route, Router
 log = logging.getLogger("liveness.admission")
 
 T = TypeVar("T")
+
+# How often a worker sweeps for reservations whose lease expired (liveness.keys leases).
+SWEEP_EVERY_S = 30.0
 ANONYMOUS = "-"  # the key_id of every caller when authentication is disabled
 
 
@@ -197,10 +206,24 @@ class Admitted:
 class Admission:
     """Admission, routing and charging for one worker; ``LivenessApp.admission``."""
 
-    def __init__(self, keys: KeyStore | None, routing: Routing) -> None:
+    def __init__(
+        self, keys: KeyStore | None, routing: Routing, *, clock: Callable[[], float] = time.monotonic,
+        sweep_every_s: float = SWEEP_EVERY_S,
+    ) -> None:
         self.keys = keys  # None: authentication disabled (every caller admitted, nothing charged)
         self.routing = routing
         self._background: set[asyncio.Task] = set()
+        self._clock = clock
+        self.sweep_every_s = sweep_every_s
+        self._next_sweep = clock() + sweep_every_s  # the start-up sweep is the app's
+
+    def _sweep_if_due(self) -> None:
+        """Now and then, in the background: give back units whose process died mid-request
+        (``KeyStore.reclaim_expired``; every worker sweeps, a lease is reclaimed once)."""
+        if self.keys is None or self._clock() < self._next_sweep:
+            return
+        self._next_sweep = self._clock() + self.sweep_every_s
+        self._spawn(asyncio.to_thread(self.keys.reclaim_expired))
 
     async def check(self, credential: Credential) -> KeyInfo | None:
         """Refuse unknown or revoked keys and spent quotas before any work, charging nothing
@@ -228,6 +251,7 @@ class Admission:
     async def admit(self, credential: Credential) -> AsyncIterator[Admitted]:
         """Admit ``credential`` (raises the key's refusal before any work) for one request; see
         the module docstring for the unit's life."""
+        self._sweep_if_due()
         ctx = Admitted(self, credential, await self.check(credential))
         try:
             yield ctx
@@ -244,8 +268,8 @@ class Admission:
         task.add_done_callback(self._background.discard)
 
     @staticmethod
-    async def _quietly(coro: Awaitable[None]) -> None:
+    async def _quietly(coro: Awaitable[object]) -> None:
         try:
             await coro
         except Exception:
-            log.warning("after-success work failed", exc_info=True)
+            log.warning("background work failed", exc_info=True)

@@ -78,7 +78,10 @@ class LivenessApp(Operations):
         self.backend.mark_ready()
         keys: KeyStore | None = None
         if settings.auth_enabled:
-            keys = open_key_store(str(settings.db_path), settings.mongodb_uri)
+            keys = open_key_store(str(settings.db_path), settings.mongodb_uri, lease_s=settings.reservation_lease_s)
+            reclaimed = keys.reclaim_expired()  # units of requests a crashed process never settled
+            if reclaimed:
+                log.warning("gave back %d quota unit(s) reserved by requests that never finished", reclaimed)
         else:
             log.warning(
                 "!!! AUTHENTICATION IS DISABLED (LIVENESS_AUTH_ENABLED=false): every client is accepted "

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     admin_key_sha256: str | None = None
     db_path: Path = Path("data/liveness.sqlite3")
     mongodb_uri: str | None = None
+    # A reserved unit not committed or refunded within this (its process died mid-request) is given
+    # back by the sweep (liveness.admission).  Keep it well above the 30 s request timeout.
+    reservation_lease_s: float = Field(120.0, ge=10.0)
 
     # gRPC (BioID-style, docs/GRPC.md): a grpc.aio server beside the HTTP one, one per worker,
     # sharing the port (SO_REUSEPORT).  Bearer JWTs (HS256) from `liveness tokens create`.

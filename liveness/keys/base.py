@@ -74,6 +74,10 @@ class Reservation:
     used: int  # bucket usage right after this reservation (including it)
     limit: int
     reserved_at: datetime
+    # The stored lease: a unit neither committed nor refunded by ``lease_expires_at`` (its process
+    # died) is given back by ``reclaim_expired``.
+    lease_id: str = ""
+    lease_expires_at: datetime | None = None
 
     @property
     def remaining(self) -> int:
@@ -90,6 +94,16 @@ class Usage:
     remaining: int
     succeeded: int
     refunded: int
+    reclaimed: int = 0  # units whose request never settled (a crashed process), given back
+
+
+# A request is settled well within this (the HTTP traffic timeout is 30 s, a video's own
+# deadline less); a lease older than that belongs to a process that died mid-request.
+DEFAULT_LEASE_S = 120.0
+
+
+def new_lease_id() -> str:
+    return secrets.token_hex(12)
 
 
 @dataclass(frozen=True)
@@ -316,11 +330,18 @@ class KeyStore(ABC):
 
     @abstractmethod
     def commit(self, reservation: Reservation) -> None:
-        """Record that the reserved request succeeded (the charge stands)."""
+        """Record that the reserved request succeeded (the charge stands, and its lease ends).
+        Committed after its lease was reclaimed, the unit is charged again: the answer went out."""
 
     @abstractmethod
     def refund(self, reservation: Reservation) -> None:
-        """Give the reserved request back (in its original bucket; never below 0)."""
+        """Give the reserved request back (in its original bucket; never below 0), once: nothing
+        when its lease was already reclaimed."""
+
+    @abstractmethod
+    def reclaim_expired(self) -> int:
+        """Give back every unit whose lease expired unsettled (its process died between
+        reserve and commit); -> how many.  Run at start-up and by a sweeper."""
 
     @abstractmethod
     def list_keys(self) -> list[KeyInfo]:

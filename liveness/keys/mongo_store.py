@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 from contextlib import nullcontext
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, ContextManager
 
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .base import (
+    DEFAULT_LEASE_S,
     Clock,
     KeyInfo,
     KeyStore,
@@ -26,12 +27,13 @@ from .base import (
     as_utc,
     bucket_for,
     generate_token_secret,
+    new_lease_id,
     pick_by_ref,
     quota_exceeded_error,
     utcnow,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: leases (no data change: the collection is created on use)
 _KEY_PROJECTION = {
     "_id": 0, "key_id": 1, "name": 1, "prefix": 1, "limit": 1, "period": 1,
     "created_at": 1, "revoked_at": 1,
@@ -78,6 +80,7 @@ class MongoKeyStore(KeyStore):
         *,
         clock: Clock | None = None,
         serialize: bool = False,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self._owns_client = isinstance(client_or_uri, str)
         self.client = MongoClient(client_or_uri, tz_aware=True) if self._owns_client else client_or_uri
@@ -85,7 +88,9 @@ class MongoKeyStore(KeyStore):
         self.keys = self.db["api_keys"]
         self.usage_docs = self.db["usage"]
         self.meta = self.db["meta"]
+        self.leases = self.db["leases"]
         self.clock = clock or utcnow
+        self.lease_s = lease_s
         self._lock: threading.RLock | None = threading.RLock() if serialize else None
         self._migrate()
 
@@ -108,6 +113,7 @@ class MongoKeyStore(KeyStore):
         self.usage_docs.create_index(
             [("key_id", ASCENDING), ("bucket", ASCENDING)], unique=True, name="key_bucket_unique"
         )
+        self.leases.create_index([("expires_at", ASCENDING)], name="lease_expiry")
 
     def close(self) -> None:
         if self._owns_client:
@@ -177,9 +183,13 @@ class MongoKeyStore(KeyStore):
         )
         if doc is None:
             raise quota_exceeded_error(info, bucket, now)
+        # Not one transaction with the increment (a replica set would be needed): a crash in
+        # between leaves that one unit charged, as every unit was before leases.
+        lease_id, expires = new_lease_id(), _to_ms(now + timedelta(seconds=self.lease_s))
+        self.leases.insert_one({"_id": lease_id, "key_id": info.key_id, "bucket": bucket, "expires_at": expires})
         return Reservation(
             key_id=info.key_id, period=info.period, bucket=bucket, used=int(doc["used"]),
-            limit=info.limit, reserved_at=now,
+            limit=info.limit, reserved_at=now, lease_id=lease_id, lease_expires_at=expires,
         )
 
     def token_secret(self) -> bytes:
@@ -192,21 +202,40 @@ class MongoKeyStore(KeyStore):
                 pass
             return str(self.meta.find_one({"_id": "jwt_secret"})["value"]).encode("utf-8")
 
+    def _end_lease(self, reservation: Reservation) -> bool:
+        """Remove the reservation's lease; False when the sweeper reclaimed it already."""
+        return not reservation.lease_id or self.leases.delete_one({"_id": reservation.lease_id}).deleted_count == 1
+
     def commit(self, reservation: Reservation) -> None:
         with self._guard():
-            self.usage_docs.update_one(
-                {"key_id": reservation.key_id, "bucket": reservation.bucket},
-                {"$inc": {"succeeded": 1}},
-            )
+            # Reclaimed while the request ran: the answer went out, so the unit is charged again.
+            inc = {"succeeded": 1} if self._end_lease(reservation) else {"succeeded": 1, "used": 1, "reclaimed": -1}
+            self.usage_docs.update_one({"key_id": reservation.key_id, "bucket": reservation.bucket}, {"$inc": inc})
 
     def refund(self, reservation: Reservation) -> None:
         where = {"key_id": reservation.key_id, "bucket": reservation.bucket}
         with self._guard():
+            if not self._end_lease(reservation):
+                return
             result = self.usage_docs.update_one(
                 {**where, "used": {"$gt": 0}}, {"$inc": {"used": -1, "refunded": 1}}
             )
             if result.matched_count == 0:  # already at 0: count the refund, never go negative
                 self.usage_docs.update_one(where, {"$inc": {"refunded": 1}})
+
+    def reclaim_expired(self) -> int:
+        now = _to_ms(as_utc(self.clock()))
+        n = 0
+        with self._guard():
+            for lease in list(self.leases.find({"expires_at": {"$lt": now}})):
+                if self.leases.delete_one({"_id": lease["_id"]}).deleted_count != 1:
+                    continue  # another process reclaimed (or its request settled) first
+                where = {"key_id": lease["key_id"], "bucket": lease["bucket"]}
+                if self.usage_docs.update_one({**where, "used": {"$gt": 0}},
+                                              {"$inc": {"used": -1, "reclaimed": 1}}).matched_count == 0:
+                    self.usage_docs.update_one(where, {"$inc": {"reclaimed": 1}})
+                n += 1
+        return n
 
     def list_keys(self) -> list[KeyInfo]:
         order = [("created_at", ASCENDING), ("key_id", ASCENDING)]
@@ -239,5 +268,5 @@ class MongoKeyStore(KeyStore):
         return Usage(
             key_id=info.key_id, period=info.period, bucket=bucket, used=used, limit=info.limit,
             remaining=max(0, info.limit - used), succeeded=int(doc.get("succeeded", 0)),
-            refunded=int(doc.get("refunded", 0)),
+            refunded=int(doc.get("refunded", 0)), reclaimed=int(doc.get("reclaimed", 0)),
         )

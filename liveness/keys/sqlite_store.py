@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import replace
-from datetime import datetime
-from liveness.storage.sqlite import SqliteFile
+from datetime import datetime, timedelta
+from liveness.storage.sqlite import SqliteFile, run_script
 
 from .base import (
+    DEFAULT_LEASE_S,
     Clock,
     KeyInfo,
     KeyStore,
@@ -21,14 +22,15 @@ from .base import (
     hash_key,
     invalid_key_error,
     missing_key_error,
+    new_lease_id,
     pick_by_ref,
     quota_exceeded_error,
     utcnow,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA_V1 = """
+_SCHEMA = """
 CREATE TABLE api_keys (
     key_id      TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -46,8 +48,28 @@ CREATE TABLE usage (
     used      INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
     succeeded INTEGER NOT NULL DEFAULT 0,
     refunded  INTEGER NOT NULL DEFAULT 0,
+    reclaimed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, bucket)
 );
+CREATE TABLE leases (
+    lease_id   TEXT PRIMARY KEY,
+    key_id     TEXT NOT NULL,
+    bucket     TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX leases_expiry ON leases (expires_at)
+"""
+
+# v1 -> v2: reservations become leases (a unit reserved by a process that died is given back).
+_LEASES_V2 = """
+ALTER TABLE usage ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE leases (
+    lease_id   TEXT PRIMARY KEY,
+    key_id     TEXT NOT NULL,
+    bucket     TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX leases_expiry ON leases (expires_at)
 """
 
 _KEY_COLUMNS = "key_id, name, prefix, quota_limit, period, created_at, revoked_at"
@@ -67,10 +89,13 @@ def _row_to_info(row: sqlite3.Row | tuple) -> KeyInfo:
 
 
 class SqliteKeyStore(SqliteFile, KeyStore):
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, clock: Clock | None = None, lease_s: float = DEFAULT_LEASE_S
+    ) -> None:
         SqliteFile.__init__(self, path)
         self.clock = clock or utcnow
-        self._migrate_schema("keys", SCHEMA_VERSION, _SCHEMA_V1)
+        self.lease_s = lease_s
+        self._migrate_schema("keys", SCHEMA_VERSION, _SCHEMA, {2: lambda conn: run_script(conn, _LEASES_V2)})
 
     def close(self) -> None:
         SqliteFile.close(self)
@@ -145,9 +170,11 @@ class SqliteKeyStore(SqliteFile, KeyStore):
             (used,) = conn.execute(
                 "SELECT used FROM usage WHERE key_id = ? AND bucket = ?", (info.key_id, bucket)
             ).fetchone()
+            lease_id, expires = new_lease_id(), now + timedelta(seconds=self.lease_s)
+            conn.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (lease_id, info.key_id, bucket, expires.timestamp()))
         return Reservation(
             key_id=info.key_id, period=info.period, bucket=bucket, used=int(used),
-            limit=info.limit, reserved_at=now,
+            limit=info.limit, reserved_at=now, lease_id=lease_id, lease_expires_at=expires,
         )
 
     def token_secret(self) -> bytes:
@@ -160,18 +187,42 @@ class SqliteKeyStore(SqliteFile, KeyStore):
 
     def commit(self, reservation: Reservation) -> None:
         with self._write() as conn:
-            conn.execute(
-                "UPDATE usage SET succeeded = succeeded + 1 WHERE key_id = ? AND bucket = ?",
-                (reservation.key_id, reservation.bucket),
-            )
+            if self._end_lease(conn, reservation):
+                sql = "UPDATE usage SET succeeded = succeeded + 1 WHERE key_id = ? AND bucket = ?"
+            else:  # reclaimed while the request ran: the answer went out, so the unit is charged again
+                sql = ("UPDATE usage SET succeeded = succeeded + 1, used = used + 1, reclaimed = reclaimed - 1"
+                       " WHERE key_id = ? AND bucket = ?")
+            conn.execute(sql, (reservation.key_id, reservation.bucket))
 
     def refund(self, reservation: Reservation) -> None:
         with self._write() as conn:
-            conn.execute(
-                "UPDATE usage SET used = MAX(used - 1, 0), refunded = refunded + 1"
-                " WHERE key_id = ? AND bucket = ?",
-                (reservation.key_id, reservation.bucket),
-            )
+            if self._end_lease(conn, reservation):
+                conn.execute(
+                    "UPDATE usage SET used = MAX(used - 1, 0), refunded = refunded + 1"
+                    " WHERE key_id = ? AND bucket = ?",
+                    (reservation.key_id, reservation.bucket),
+                )
+
+    @staticmethod
+    def _end_lease(conn: sqlite3.Connection, reservation: Reservation) -> bool:
+        """Remove the reservation's lease; False when the sweeper reclaimed it already."""
+        if not reservation.lease_id:
+            return True
+        return conn.execute("DELETE FROM leases WHERE lease_id = ?", (reservation.lease_id,)).rowcount == 1
+
+    def reclaim_expired(self) -> int:
+        now = as_utc(self.clock()).timestamp()
+        with self._write() as conn:
+            groups = conn.execute(
+                "SELECT key_id, bucket, COUNT(*) FROM leases WHERE expires_at < ? GROUP BY key_id, bucket", (now,)
+            ).fetchall()
+            for key_id, bucket, n in groups:
+                conn.execute(
+                    "UPDATE usage SET used = MAX(used - ?, 0), reclaimed = reclaimed + ? WHERE key_id = ? AND bucket = ?",
+                    (n, n, key_id, bucket),
+                )
+            conn.execute("DELETE FROM leases WHERE expires_at < ?", (now,))
+        return sum(n for _, _, n in groups)
 
     def list_keys(self) -> list[KeyInfo]:
         with self._read() as conn:
@@ -202,11 +253,11 @@ class SqliteKeyStore(SqliteFile, KeyStore):
             info = self._resolve(conn, ref)
             bucket = bucket_for(info.period, now)
             row = conn.execute(
-                "SELECT used, succeeded, refunded FROM usage WHERE key_id = ? AND bucket = ?",
+                "SELECT used, succeeded, refunded, reclaimed FROM usage WHERE key_id = ? AND bucket = ?",
                 (info.key_id, bucket),
             ).fetchone()
-        used, succeeded, refunded = (int(v) for v in row) if row else (0, 0, 0)
+        used, succeeded, refunded, reclaimed = (int(v) for v in row) if row else (0, 0, 0, 0)
         return Usage(
             key_id=info.key_id, period=info.period, bucket=bucket, used=used, limit=info.limit,
-            remaining=max(0, info.limit - used), succeeded=succeeded, refunded=refunded,
+            remaining=max(0, info.limit - used), succeeded=succeeded, refunded=refunded, reclaimed=reclaimed,
         )

@@ -18,7 +18,7 @@ BUSY_TIMEOUT_MS = 30_000
 Upgrade = Callable[[sqlite3.Connection], None]
 
 
-def _run_script(conn: sqlite3.Connection, script: str) -> None:
+def run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the surrounding transaction; statements one by one keep it.
     for statement in script.split(";"):
         if statement.strip():
@@ -115,7 +115,7 @@ class SqliteFile:
             if current > version:
                 raise RuntimeError(f"{self.path} has {component} schema v{current}; this code knows v{version}")
             if current < 1:
-                _run_script(conn, schema)
+                run_script(conn, schema)
             else:
                 self._upgrade(conn, component, current, version, upgrades or {})
             conn.execute(
