@@ -8,12 +8,13 @@ from typing import Any
 
 import bentoml
 
-from edge import apis, bentoml_patch, metrics
+from edge import apis, bentoml_patch, lifecycle, metrics, timeouts
 from edge.grpc_server import start_grpc_server, stop_grpc_server
 from edge.routes import status_app
 from liveness.app import LivenessApp, front_services
 from liveness.settings import get_settings
 
+lifecycle.bind_to_parent()  # a worker stops when its `bentoml serve` goes (edge/lifecycle.py)
 bentoml_patch.cache_root_input_schemas()
 settings = get_settings()
 
@@ -89,4 +90,5 @@ class Liveness:
         return await apis.verify(self, body, ctx)
 
 
+timeouts.add_timeouts(Liveness, settings)  # first: the body deadline wraps every body reader
 apis.add_middleware(Liveness, settings)

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     inference_concurrency: int = Field(2, ge=1)  # batches in flight per model
     cpu_threads: int = Field(2, ge=1)  # decode / crop worker threads
     http_requests_per_connection: int = Field(100, ge=0)  # then Connection: close, to spread clients over workers (0: never)
+    # Slow clients (edge/timeouts.py): the request line and headers must arrive within header_timeout_s
+    # of the connection (or of the previous response), the body within body_timeout_s of its
+    # headers; else 408 and the connection is closed (0: off).  Keep body_timeout_s below the 30 s
+    # request timeout, which would answer first.
+    header_timeout_s: float = Field(10.0, ge=0)
+    body_timeout_s: float = Field(20.0, ge=0)
 
     # Keys and quotas
     auth_enabled: bool = True
