@@ -14,6 +14,7 @@ from typing import NamedTuple
 from liveness.admission import Admission
 from liveness.challenges import ChallengeService
 from liveness.challenges.store import open_session_store as open_challenge_store
+from liveness.imaging.memory import configure_decode_memory
 from liveness.inference.base import InferenceBackend
 from liveness.inference.batcher import BatchObserver
 from liveness.keys import KeyStore, open_key_store
@@ -58,6 +59,8 @@ class LivenessApp(Operations):
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.cpu_threads, thread_name_prefix="cpu")
         self.backend = make_backend(settings, observer)
+        # The worker's decode memory pool; also makes freed image buffers go back to the OS.
+        configure_decode_memory(max(settings.decode_memory_mb, settings.max_decode_mb) * 1024 * 1024, settings.decode_wait_s)
         self.pipeline = PassivePipeline(self.backend, settings, self.executor)
         # The landmark models (active challenges) are routed, versioned and loaded like the others.
         landmarks = list(settings.landmark_models) if settings.challenges_enabled else []

@@ -129,7 +129,8 @@ class PassivePipeline:
         self.acquirer = make_acquirer(settings, self.detector, backend.config)
         # Any anti-spoof model is configuration: its config.pbtxt parameters (liveness.antispoof.spec).
         self.classifiers = [AntiSpoofModel.from_config(backend.config(m)) for m in settings.antispoof_models]
-        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                                  max_decode_bytes=settings.max_decode_mb * 1024 * 1024)
 
     @property
     def model_names(self) -> list[str]:

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # Input limits, checked before any pixel is decoded
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
+    # Decode memory (liveness/imaging/memory.py), from the header: width x height x channels x bytes
+    # per sample, twice (OpenCV's buffer and result).  One image may take max_decode_mb (40 Mpx
+    # of 16-bit RGBA fit); all decodes of a worker together decode_memory_mb, a decode waits at
+    # most decode_wait_s for its share (then 503 busy).
+    max_decode_mb: int = Field(640, ge=16)
+    decode_memory_mb: int = Field(1024, ge=16)
+    decode_wait_s: float = Field(10.0, ge=0)
 
     # Video (POST video): limits come from the container metadata and are checked before any
     # frame is decoded; see liveness/video/__init__.py for the decision rules.
