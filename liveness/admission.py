@@ -237,6 +237,13 @@ class Admission:
         info = await self.check(credential)
         return info.key_id if info is not None else ANONYMOUS
 
+    async def owner(self, credential: Credential) -> str:
+        """The caller's key_id for calls on what it already paid for or owns (a session's frames,
+        verdict, results, its deletion): the key must be valid, its quota may be spent."""
+        if self.keys is None:
+            return ANONYMOUS
+        return (await asyncio.to_thread(self.keys.authenticate_credential, credential)).key_id
+
     async def route(self, key_id: str | None) -> Route:
         """The model versions for a request of ``key_id``, with the worker's latest policies:
         a canary is sticky per key (an anonymous caller draws per request); shadows are sampled."""

@@ -58,7 +58,9 @@ SESSION_NOT_FOUND = ErrorKind("session_not_found", 404)  # unknown id, or anothe
 SESSION_EXPIRED = ErrorKind("session_expired", 410)
 SESSION_FINISHED = ErrorKind("session_finished", 409)  # a frame for a session already passed/failed
 FRAME_TOO_FAST = ErrorKind("frame_too_fast", 429)  # over challenge_max_fps: not charged, session unchanged
-TOO_MANY_SESSIONS = ErrorKind("too_many_sessions", 503)
+TOO_MANY_SESSIONS = ErrorKind("too_many_sessions", 503)  # the server-wide cap (all keys)
+# One key over its own challenge-session limits (concurrent or per minute): the client's doing, so 429.
+KEY_SESSION_LIMIT = ErrorKind("key_session_limit", 429)
 # App-server sessions (liveness.sessions, README "Sessions"): the client's short-lived token.
 INVALID_SESSION_TOKEN = ErrorKind("invalid_session_token", 401)
 SESSION_TOKEN_EXPIRED = ErrorKind("session_token_expired", 401)

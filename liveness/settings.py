@@ -137,7 +137,11 @@ class Settings(BaseSettings):
     challenge_steps: int = Field(3, ge=1, le=8)  # challenges drawn per session
     challenge_step_timeout_s: float = Field(20.0, gt=0)  # a step not done in time fails the session
     challenge_session_ttl_s: float = Field(600.0, gt=0)  # session expiry (10 min)
-    challenge_max_sessions: int = Field(1000, ge=1)  # active sessions in the store (all workers)
+    challenge_max_sessions: int = Field(1000, ge=1)  # active sessions in the store (all workers, all keys)
+    # Per API key, so no key can fill the server's pool (README "Active challenges").
+    challenge_max_sessions_per_key: int = Field(20, ge=1)  # active at once
+    challenge_sessions_per_key_per_minute: int = Field(60, ge=1)  # started in any 60 s
+    challenge_max_frames: int = Field(600, ge=1)  # frames one session may score (its unit buys at most these)
     challenge_max_fps: float = Field(15.0, gt=0)  # faster frames -> 429 frame_too_fast
     challenge_face_missing_s: float = Field(2.0, gt=0)  # face absent longer than this fails the session
     challenge_min_passive_frames: int = Field(3, ge=1)  # frames with a passive score needed to pass

@@ -16,11 +16,12 @@ from liveness.admission import Admission, FixedRouting
 from liveness.challenges import steps as S
 from liveness.challenges.identity import changed, colour_hist, continuity
 from liveness.challenges.service import ChallengeService, verify_result_token
-from liveness.challenges.store import MongoSessionStore, SessionRow, SqliteSessionStore
+from liveness.challenges.store import MongoSessionStore, SessionLimits, SessionRow, SqliteSessionStore
 from liveness.detection.base import Face
 from liveness.errors import (
     FRAME_TOO_FAST,
     INVALID_REQUEST,
+    KEY_SESSION_LIMIT,
     NO_FACE,
     SESSION_EXPIRED,
     SESSION_FINISHED,
@@ -194,11 +195,31 @@ def store(store_of):
     return store_of(SqliteSessionStore, MongoSessionStore)
 
 
-def test_store_cas_cap_purge_counts(store):
-    store.create(_row("a"), max_active=2, now=0.0)
-    store.create(_row("b"), max_active=2, now=0.0)
+def test_one_key_cannot_fill_the_pool(store):
+    limits = SessionLimits(total=10, per_key=2, per_key_in_window=3, window_s=60.0)
+    store.create(_row("a1", key="a"), limits, now=0.0)
+    store.create(_row("a2", key="a"), limits, now=0.0)
     with pytest.raises(LivenessError) as e:
-        store.create(_row("c"), max_active=2, now=0.0)
+        store.create(_row("a3", key="a"), limits, now=0.0)  # two live already
+    assert e.value.kind is KEY_SESSION_LIMIT and e.value.status == 429 and e.value.details["limit"] == 2
+    store.create(_row("b1", key="b"), limits, now=0.0)  # another key is unaffected
+    done = store.get("a1")
+    assert store.update(done.with_state(dict(done.state, status=S.COMPLETED)))
+    store.create(_row("a3", key="a"), limits, now=1.0)  # one finished: a third may start ...
+    store.update(store.get("a3").with_state(dict(store.get("a3").state, status=S.COMPLETED)))
+    with pytest.raises(LivenessError) as e:
+        store.create(_row("a4", key="a"), limits, now=2.0)  # ... but not a fourth within the minute
+    assert e.value.kind is KEY_SESSION_LIMIT and e.value.details["window_s"] == 60.0
+    store.create(_row("a4", key="a", expires=200.0), limits, now=61.0)  # the window moved on
+    assert store.counts(61.0, "a")["active"] == 2 and store.counts(61.0, "b")["active"] == 1
+    assert store.counts(61.0)["active"] == 3
+
+
+def test_store_cas_cap_purge_counts(store):
+    store.create(_row("a"), 2, now=0.0)
+    store.create(_row("b"), 2, now=0.0)
+    with pytest.raises(LivenessError) as e:
+        store.create(_row("c"), 2, now=0.0)
     assert e.value.kind is TOO_MANY_SESSIONS
     row = store.get("a")
     assert row.state["steps"] == ["blink"]
@@ -243,6 +264,8 @@ class FakeKeys:
         if credential not in ("key-a", "key-b"):
             raise LivenessError(INVALID_REQUEST, "bad key")
         return SimpleNamespace(key_id="id-" + credential)
+
+    authenticate_credential = check_credential  # quota to spare: the two agree
 
     def reserve_credential(self, credential):
         return credential
@@ -325,7 +348,7 @@ def test_service_full_session_token_and_charge(tmp_path):
         claims = verify_result_token(b"x" * 32, done["result_token"])
         assert claims["sid"] == sid and claims["verdict"] == "passed" and claims["steps"] == ["blink", "turn_left"]
         assert claims["model_versions"] == {"m": 1}
-        assert await svc.complete("key-a", sid) == done  # idempotent, charged once
+        assert await svc.complete("key-a", sid) == done  # idempotent; the start was the one charge
         assert app.charged == ["key-a"]
         with pytest.raises(LivenessError) as e:
             clock.t += 1
@@ -408,7 +431,7 @@ def test_service_errors_fps_foreign_expired_restart(tmp_path):
         with pytest.raises(LivenessError) as e:
             await svc2.complete("key-a", sid)
         assert e.value.kind is SESSION_EXPIRED
-        assert app.charged == []
+        assert app.charged == ["key-a"]  # the start paid; an expired session is not charged again
 
     asyncio.run(go())
 

@@ -17,10 +17,14 @@ Rules (README "Active challenges"):
 * Frames are metered at ``challenge_max_fps`` on average (a token bucket of ``FRAME_BURST`` frames,
   so one frame may come early after a late one); a frame over the budget gets ``frame_too_fast``:
   not charged, session unchanged.
-* Quota: ONE unit per session, charged when ``complete`` gives a verdict (passed or failed).
-  ``start`` and frames only check that the key is valid and has quota left (``Admission.check``).
-  ``complete`` again returns the same stored verdict without charging.  Expired sessions are
-  never charged.
+* Quota: ONE unit per session, charged at ``start`` (refunded if the session cannot be stored
+  or a limit refuses it).  It buys the verdict and at most ``challenge_max_frames`` scored frames
+  (then ``session_finished``, reason ``frame_limit``), so a key can never get more frame scores
+  than it paid for; frames and ``complete`` only check the key.  An app-server session's
+  challenge is paid by its session (``Prepaid``).
+* Limits: ``challenge_max_sessions`` live sessions in all (503 ``too_many_sessions``), and per API
+  key ``challenge_max_sessions_per_key`` live and ``challenge_sessions_per_key_per_minute`` started
+  in any 60 s (429 ``key_session_limit``), so one key cannot fill the pool for the others.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 from liveness.admission import Admitted
 from liveness.challenges import steps as S
 from liveness.challenges.identity import colour_hist, identity_crop
-from liveness.challenges.store import SessionRow, SessionStore, open_session_store
+from liveness.challenges.store import SessionLimits, SessionRow, SessionStore, open_session_store
 from liveness.detection.base import Face
 from liveness.errors import (
     FRAME_TOO_FAST,
@@ -170,9 +174,15 @@ class ChallengeService:
     async def start(
         self, credential: Credential, challenges: list[str] | None = None, admin: bool = False, *, keep_frame: bool = False
     ) -> dict[str, Any]:
-        """``keep_frame``: keep the best frame for this session (an app-server session created
-        with ``enable_session_image``), as ``challenge_return_frame`` does for all."""
-        key_id = await self.admission.identify(credential)
+        """Charged ONE unit (the session's price: its verdict and at most ``challenge_max_frames``
+        scored frames), refunded if the session cannot be stored or a session limit refuses it.
+        ``keep_frame``: keep the best frame for this session (an app-server session created with
+        ``enable_session_image``), as ``challenge_return_frame`` does for all."""
+        async with self.admission.admit(credential) as ctx:
+            return await self._start(ctx, challenges, admin, keep_frame)
+
+    async def _start(self, ctx: Admitted, challenges: list[str] | None, admin: bool, keep_frame: bool) -> dict[str, Any]:
+        key_id = ctx.key_id
         now = self.clock()
         await self._maybe_purge(now)
         if challenges is not None:
@@ -195,7 +205,8 @@ class ChallengeService:
             session_id=secrets.token_urlsafe(24), key_id=key_id, created_at=now, expires_at=now + ttl,
             status=S.ACTIVE, version=0, state={**S.new_state(steps, now), **({"keep_frame": True} if keep_frame else {})},
         )
-        await asyncio.to_thread(self.store.create, row, self.settings.challenge_max_sessions, now)
+        await ctx.input_valid()  # a valid start: the session's one unit (refunded if not stored)
+        await asyncio.to_thread(self.store.create, row, self._limits(ctx), now)
         return {
             "session_id": row.session_id,
             "instruction": S.instruction(row.state),
@@ -206,6 +217,15 @@ class ChallengeService:
             "step_timeout_seconds": self.settings.challenge_step_timeout_s,
             "max_fps": self.settings.challenge_max_fps,
         }
+
+    def _limits(self, ctx: Admitted) -> SessionLimits:
+        """The server-wide cap for everyone; per-key caps for API-key callers (an app-server
+        session's challenge is bounded by its own ``max_attempts``)."""
+        s = self.settings
+        if ctx.prepaid or ctx.key is None:
+            return SessionLimits(s.challenge_max_sessions)
+        return SessionLimits(s.challenge_max_sessions, s.challenge_max_sessions_per_key,
+                             s.challenge_sessions_per_key_per_minute)
 
     def _frame_budget(self, state: dict[str, Any], now: float) -> float:
         """Frames the session may send at ``now`` (token bucket; see FRAME_BURST)."""
@@ -234,6 +254,14 @@ class ChallengeService:
                 {"status": row.status, "reason": row.state.get("reason")},
             )
 
+    def _check_frames_left(self, row: SessionRow) -> None:
+        limit = self.settings.challenge_max_frames
+        if row.state["frames"] >= limit:
+            raise LivenessError(
+                SESSION_FINISHED, f"The challenge session has scored its {limit} frames; call complete.",
+                {"status": row.status, "reason": "frame_limit", "max_frames": limit},
+            )
+
     def _keep_frame(self, state: dict[str, Any]) -> bool:
         return self.settings.challenge_return_frame or bool(state.get("keep_frame"))
 
@@ -247,10 +275,11 @@ class ChallengeService:
         """``frame_hook(bgr, face)`` runs on every frame with a face (face verification of an
         app-server session) before the session is updated."""
         now = self.clock()  # the frame's timestamp: arrival on the server, before any I/O
-        key_id = await self.admission.identify(credential)  # frames are never charged
+        key_id = await self.admission.owner(credential)  # frames were paid for at start
         await self._maybe_purge(now)
         row = await self._load(key_id, session_id, now)
         self._check_open(row)
+        self._check_frames_left(row)
         if (err := self._too_fast(row.state, now)) is not None:
             raise err
         obs, versions, bgr = await self._measure(frame, key_id)
@@ -259,6 +288,7 @@ class ChallengeService:
         best_frame = None
         for _ in range(CAS_RETRIES):
             state = _copy(row.state)
+            self._check_frames_left(row)
             if (err := self._too_fast(state, now)) is not None:  # another frame landed meanwhile
                 raise err
             state["frame_tokens"] = self._frame_budget(state, now) - 1.0
@@ -337,23 +367,17 @@ class ChallengeService:
         return ("failed" if reasons else "passed"), reasons
 
     async def complete(self, credential: Credential, session_id: str) -> dict[str, Any]:
-        """The verdict, charged ONE unit (refunded if it cannot be stored); again: the same
-        stored verdict, not charged."""
-        async with self.admission.admit(credential) as ctx:
-            return await self._complete(ctx, session_id)
-
-    async def _complete(self, ctx: Admitted, session_id: str) -> dict[str, Any]:
-        key_id = ctx.key_id
+        """The verdict (paid for at ``start``, never charged here); again: the same stored verdict."""
+        key_id = await self.admission.owner(credential)
         now = self.clock()
         row = await self._load(key_id, session_id, now)
         for _ in range(CAS_RETRIES):
             if row.status == S.COMPLETED and row.result is not None:
-                ctx.waive()  # another request stored (and paid for) it meanwhile, if we had reserved
-                return row.result  # idempotent: the stored verdict, not charged again
+                return row.result  # idempotent: the stored verdict
             state = _copy(row.state)
             verdict, reasons = self._verdict(state)
             mean = S.passive_mean(state)
-            versions = await ctx.versions()
+            versions = dict((await self.admission.route(key_id)).primary)
             steps_done = [c["step"] for c in state["completed"]]
             claims = {
                 "iss": "liveness",
@@ -387,14 +411,13 @@ class ChallengeService:
                 result["best_frame"] = row.best_frame
             state["status"] = S.COMPLETED
             new = row.with_state(state, result=result, best_frame=None)  # the frame leaves the store now
-            await ctx.input_valid()  # a verdict: the session's one unit (kept once it is stored)
             if await asyncio.to_thread(self.store.update, new):
                 return result
             row = await self._load(key_id, session_id, now)  # lost a race with another worker
         raise LivenessError(INTERNAL_ERROR, "The challenge session is too busy; call complete again.")
 
     async def status(self, credential: Credential, session_id: str) -> dict[str, Any]:
-        key_id = await self.admission.identify(credential)
+        key_id = await self.admission.owner(credential)
         now = self.clock()
         row = await self._load(key_id, session_id, now)
         st = row.state
@@ -414,14 +437,18 @@ class ChallengeService:
             out["verdict"] = row.result["verdict"]
         return out
 
-    def stats(self) -> dict[str, Any]:
-        counts = self.store.counts(self.clock())
+    def stats(self, key_id: str | None = None) -> dict[str, Any]:
+        """Session counts of ``key_id`` (None: every key, for the operator)."""
+        counts = self.store.counts(self.clock(), key_id)
         return {
             "active_sessions": counts["active"],
             "completed_sessions": counts["passed"],
             "failed_sessions": counts["failed"],
             "expired_sessions": counts["expired"],
             "max_sessions": self.settings.challenge_max_sessions,
+            "max_sessions_per_key": self.settings.challenge_max_sessions_per_key,
+            "sessions_per_key_per_minute": self.settings.challenge_sessions_per_key_per_minute,
+            "max_frames_per_session": self.settings.challenge_max_frames,
             "challenge_pool": list(self.pool),
             "steps_per_session": self.settings.challenge_steps,
         }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from liveness.challenges.steps import ACTIVE, COMPLETED, FAILED, STEPS_DONE
-from liveness.errors import TOO_MANY_SESSIONS, LivenessError
+from liveness.errors import KEY_SESSION_LIMIT, TOO_MANY_SESSIONS, LivenessError
 from liveness.storage.documents import Cap, Document, DocumentStore, Group, MongoDocuments, SqliteDocuments
 
 LIVE_STATUSES = (ACTIVE, STEPS_DONE)
@@ -45,10 +45,42 @@ def too_many(limit: int) -> LivenessError:
     )
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How many challenge sessions may be live at once (all keys / one key) and how many one key may
+    start in any ``window_s``."""
+
+    total: int
+    per_key: int | None = None
+    per_key_in_window: int | None = None
+    window_s: float = 60.0
+
+    def caps(self, now: float) -> list[Cap]:
+        caps = [Cap(self.total, LIVE_STATUSES, now)]
+        if self.per_key is not None:
+            caps.append(Cap(self.per_key, LIVE_STATUSES, now, per_owner=True))
+        if self.per_key_in_window is not None:
+            caps.append(Cap(self.per_key_in_window, None, now, per_owner=True, window_s=self.window_s))
+        return caps
+
+    def refusal(self, cap: Cap) -> LivenessError:
+        if not cap.per_owner:
+            return too_many(cap.limit)
+        if cap.window_s is None:
+            what, retry = f"{cap.limit} active challenge sessions", 5
+        else:
+            what, retry = f"{cap.limit} challenge sessions started in {cap.window_s:g} s", int(cap.window_s)
+        return LivenessError(
+            KEY_SESSION_LIMIT, f"This API key already has {what}; complete or let some expire first.",
+            {"limit": cap.limit, "retry_after": retry, **({"window_s": cap.window_s} if cap.window_s else {})},
+        )
+
+
 class SessionStore(ABC):
     @abstractmethod
-    def create(self, row: SessionRow, max_active: int, now: float) -> None:
-        """Insert; raise TOO_MANY_SESSIONS when ``max_active`` unexpired live sessions exist."""
+    def create(self, row: SessionRow, limits: SessionLimits | int, now: float) -> None:
+        """Insert; raise TOO_MANY_SESSIONS when ``limits.total`` unexpired live sessions exist,
+        KEY_SESSION_LIMIT when the row's key is over its own limits (an int: the total only)."""
 
     @abstractmethod
     def get(self, session_id: str) -> SessionRow | None: ...
@@ -65,7 +97,8 @@ class SessionStore(ABC):
         """Delete sessions that expired before ``before``; -> how many."""
 
     @abstractmethod
-    def counts(self, now: float) -> dict[str, int]: ...
+    def counts(self, now: float, key_id: str | None = None) -> dict[str, int]:
+        """Sessions per state, of ``key_id`` only if given."""
 
     @abstractmethod
     def token_secret(self) -> bytes:
@@ -115,9 +148,12 @@ class DocumentSessionStore(SessionStore):
     def __init__(self, docs: DocumentStore) -> None:
         self.docs = docs
 
-    def create(self, row: SessionRow, max_active: int, now: float) -> None:
-        if not self.docs.insert(_document(row), Cap(max_active, LIVE_STATUSES, now)):
-            raise too_many(max_active)
+    def create(self, row: SessionRow, limits: SessionLimits | int, now: float) -> None:
+        if isinstance(limits, int):
+            limits = SessionLimits(limits)
+        hit = self.docs.insert_capped(_document(row), limits.caps(now))
+        if hit is not None:
+            raise limits.refusal(hit)
 
     def get(self, session_id: str) -> SessionRow | None:
         doc = self.docs.get(KIND, session_id)
@@ -132,8 +168,8 @@ class DocumentSessionStore(SessionStore):
     def purge(self, before: float) -> int:
         return len(self.docs.purge(KIND, before))
 
-    def counts(self, now: float) -> dict[str, int]:
-        return _counts(self.docs.tally(KIND, now))
+    def counts(self, now: float, key_id: str | None = None) -> dict[str, int]:
+        return _counts(self.docs.tally(KIND, now, owner=key_id))
 
     def token_secret(self) -> bytes:
         return self.docs.secret(_SECRET)

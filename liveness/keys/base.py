@@ -309,6 +309,12 @@ class KeyStore(ABC):
     def reserve_id(self, key_id: str) -> Reservation:
         """``reserve`` for a caller identified by key_id: same atomic charge, same errors."""
 
+    def authenticate_credential(self, credential: Credential) -> KeyInfo:
+        """The caller's key if it is valid (not revoked), spent quota or not."""
+        if isinstance(credential, (Prepaid, Principal)):
+            return self.authenticate_id(credential.key_id)
+        return self.authenticate(credential)
+
     def check_credential(self, credential: Credential) -> KeyInfo:
         if isinstance(credential, Prepaid):
             return self.authenticate_id(credential.key_id)

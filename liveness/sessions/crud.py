@@ -147,12 +147,12 @@ class SessionCrud:
         return out
 
     async def get(self, credential: Credential, session_id: Any) -> dict[str, Any]:
-        key_id = await self.admission.identify(credential)
+        key_id = await self.admission.owner(credential)
         await self.maybe_purge()
         return self.view(await self._own(key_id, session_id), self.clock())
 
     async def list(self, credential: Credential, limit: int) -> dict[str, Any]:
-        key_id = await self.admission.identify(credential)
+        key_id = await self.admission.owner(credential)
         limit = max(1, min(int(limit), self.settings.session_list_max))
         recs = await asyncio.to_thread(self.store.list, key_id, limit)
         now = self.clock()
@@ -161,12 +161,12 @@ class SessionCrud:
         ]}
 
     async def delete(self, credential: Credential, session_id: Any) -> None:
-        key_id = await self.admission.identify(credential)
+        key_id = await self.admission.owner(credential)
         rec = await self._own(key_id, session_id)
         await asyncio.to_thread(self.store.delete, rec.session_id)
 
     async def image(self, credential: Credential, session_id: Any, attempt_id: int) -> tuple[bytes, str]:
-        key_id = await self.admission.identify(credential)
+        key_id = await self.admission.owner(credential)
         rec = await self._own(key_id, session_id)
         found = await asyncio.to_thread(self.store.get_image, rec.session_id, attempt_id, self.clock())
         if found is None:

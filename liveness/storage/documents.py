@@ -21,7 +21,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Collection, Iterator, Mapping, NamedTuple, Sequence
 
 from liveness.storage.sqlite import SqliteFile
 
@@ -56,15 +56,21 @@ class Match:
 @dataclass(frozen=True)
 class Cap:
     """Refuse an insert while ``limit`` documents of its kind with a status in ``statuses`` are
-    unexpired at ``now`` (only the new document's owner's, with ``per_owner``)."""
+    unexpired at ``now`` (only the new document's owner's, with ``per_owner``), or - with
+    ``window_s`` - while ``limit`` were created in the last ``window_s`` seconds, live or not
+    (a rate).  ``statuses`` None: any status."""
 
     limit: int
-    statuses: tuple[str, ...]
+    statuses: tuple[str, ...] | None
     now: float
     per_owner: bool = False
+    window_s: float | None = None
 
     def match(self, doc: Document) -> Match:
-        return Match(owner=doc.owner if self.per_owner else None, statuses=self.statuses, live_at=self.now)
+        owner = doc.owner if self.per_owner else None
+        if self.window_s is not None:
+            return Match(owner=owner, statuses=self.statuses, created_since=self.now - self.window_s)
+        return Match(owner=owner, statuses=self.statuses, live_at=self.now)
 
 
 class Group(NamedTuple):
@@ -80,10 +86,15 @@ class DocumentExists(Exception):
 
 
 class DocumentStore(ABC):
-    @abstractmethod
     def insert(self, doc: Document, cap: Cap | None = None) -> bool:
         """Write a new document; False (nothing written) when ``cap`` is reached.  Raises
         DocumentExists for a taken (kind, id)."""
+        return self.insert_capped(doc, () if cap is None else (cap,)) is None
+
+    @abstractmethod
+    def insert_capped(self, doc: Document, caps: Sequence[Cap]) -> Cap | None:
+        """Write a new document unless one of ``caps`` is reached; -> the first cap reached
+        (nothing written), or None (written)."""
 
     @abstractmethod
     def upsert(self, doc: Document) -> None:
@@ -113,8 +124,9 @@ class DocumentStore(ABC):
     def count(self, kind: str, match: Match) -> int: ...
 
     @abstractmethod
-    def tally(self, kind: str, now: float) -> Counter[Group]:
-        """How many documents of the kind per (status, outcome, expired at ``now``)."""
+    def tally(self, kind: str, now: float, owner: str | None = None) -> Counter[Group]:
+        """How many documents of the kind (of ``owner`` only, if given) per (status, outcome,
+        expired at ``now``)."""
 
     @abstractmethod
     def purge(self, kind: str, before: float) -> list[str]:
@@ -246,12 +258,13 @@ class SqliteDocuments(SqliteFile, DocumentStore):
 
         self._migrate_schema(component, version, "", {version: move})
 
-    def insert(self, doc: Document, cap: Cap | None = None) -> bool:
-        with self._write() as conn:  # the count and the insert under one write lock: the cap is exact
-            if cap is not None and _count(conn, doc.kind, cap.match(doc)) >= cap.limit:
-                return False
+    def insert_capped(self, doc: Document, caps: Sequence[Cap]) -> Cap | None:
+        with self._write() as conn:  # the counts and the insert under one write lock: the caps are exact
+            for cap in caps:
+                if _count(conn, doc.kind, cap.match(doc)) >= cap.limit:
+                    return cap
             _insert(conn, doc)
-        return True
+        return None
 
     def upsert(self, doc: Document) -> None:
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLS.split(", ")[2:])
@@ -296,11 +309,12 @@ class SqliteDocuments(SqliteFile, DocumentStore):
         with self._read() as conn:
             return _count(conn, kind, match)
 
-    def tally(self, kind: str, now: float) -> Counter[Group]:
+    def tally(self, kind: str, now: float, owner: str | None = None) -> Counter[Group]:
+        where, params = _where(kind, Match(owner=owner))
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT status, outcome, expires_at <= ?, COUNT(*) FROM documents WHERE kind = ? GROUP BY 1, 2, 3",
-                (now, kind),
+                f"SELECT status, outcome, expires_at <= ?, COUNT(*) FROM documents WHERE {where} GROUP BY 1, 2, 3",
+                (now, *params),
             ).fetchall()
         return Counter({Group(s, o, bool(e)): n for s, o, e, n in rows})
 
@@ -441,19 +455,20 @@ class MongoDocuments(DocumentStore):
 
     # -- DocumentStore
 
-    def insert(self, doc: Document, cap: Cap | None = None) -> bool:
+    def insert_capped(self, doc: Document, caps: Sequence[Cap]) -> Cap | None:
         from pymongo.errors import DuplicateKeyError
 
         coll = self._coll(doc.kind)
-        # Count-then-insert is not atomic across processes: concurrent inserts can overshoot the
+        # Count-then-insert is not atomic across processes: concurrent inserts can overshoot a
         # cap by their number (best effort; SQLite's is exact).
-        if cap is not None and coll.count_documents(_filter(cap.match(doc))) >= cap.limit:
-            return False
+        for cap in caps:
+            if coll.count_documents(_filter(cap.match(doc))) >= cap.limit:
+                return cap
         try:
             coll.insert_one(_to_mongo(doc))
         except DuplicateKeyError as exc:
             raise DocumentExists(doc.kind, doc.id) from exc
-        return True
+        return None
 
     def upsert(self, doc: Document) -> None:
         self._coll(doc.kind).replace_one({"_id": doc.id}, _to_mongo(doc), upsert=True)
@@ -486,8 +501,8 @@ class MongoDocuments(DocumentStore):
     def count(self, kind: str, match: Match) -> int:
         return self._coll(kind).count_documents(_filter(match))
 
-    def tally(self, kind: str, now: float) -> Counter[Group]:
-        groups = self._coll(kind).aggregate([{"$group": {
+    def tally(self, kind: str, now: float, owner: str | None = None) -> Counter[Group]:
+        groups = self._coll(kind).aggregate([{"$match": _filter(Match(owner=owner))}, {"$group": {
             "_id": {"status": "$status", "outcome": "$outcome", "expired": {"$lte": ["$expires_at", now]}},
             "n": {"$sum": 1},
         }}])

@@ -150,12 +150,13 @@ def test_real_video_completes_blink(chal):
     url, key, db = chal
     used = key_usage(key)["used"]
     sid = start(url, key, ["blink"])
+    assert key_usage(key)["used"] == used + 1  # one unit per session, at the start
     frames = [f for _, f in video_frames(VIDEO, 60, 320, step=2)]
     answers = send_paced(url, key, sid, frames, spacing=0.1)
     assert answers[-1]["verification_complete"], answers[-1]
     done = complete(url, key, sid)
     assert done["verdict"] == "passed", done
-    assert key_usage(key)["used"] == used + 1  # one unit per session, at completion
+    assert key_usage(key)["used"] == used + 1  # frames and the verdict were paid for by the start
 
 
 def test_real_video_completes_head_turns(chal):
@@ -273,6 +274,6 @@ def test_restart_mid_session_and_expiry(tmp_path):
                           ("/complete", {"session_id": short})):
             r = post(second.url, path, key, doc)
             assert r.status_code == 410 and r.json()["error"]["code"] == "session_expired", r.text
-        assert key_usage(key)["used"] == 0  # nothing completed: nothing charged
+        assert key_usage(key)["used"] == 2  # the two starts; expiry charges nothing more
     finally:
         second.stop()
