@@ -7,6 +7,7 @@ and warms the version at once, and every other worker follows within its refresh
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import asdict
 from typing import Any, Awaitable, Callable
 
@@ -20,6 +21,8 @@ from edge.json_body import parse_object
 from liveness.errors import INVALID_REQUEST, ROLLOUT_REJECTED, UNKNOWN_MODEL, LivenessError
 from liveness.rollout.manager import RolloutError
 
+log = logging.getLogger("liveness.admin")
+
 AppGetter = Callable[[], Any]  # -> LivenessApp of this worker (or None while loading)
 
 
@@ -28,10 +31,25 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def _int(doc: dict[str, Any], key: str) -> int:
+    """``doc[key]`` as an integer: a JSON integer, or a string of decimal digits ("3").  A float
+    (1.9), a boolean or anything else is refused: ``int()`` would truncate 1.9 and true to 1."""
+    value = doc.get(key)
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise LivenessError(INVALID_REQUEST, f"'{key}' (an integer) is required.")
+
+
+def _percent(doc: dict[str, Any]) -> float:
+    """``doc["percent"]``: a JSON number or a numeric string, never a boolean (true would be 1 %)."""
+    value = doc.get("percent")
     try:
-        return int(doc[key])
-    except (KeyError, TypeError, ValueError):
-        raise LivenessError(INVALID_REQUEST, f"'{key}' (an integer) is required.") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise LivenessError(INVALID_REQUEST, "'percent' (0..100) is required.") from None
 
 
 def _states(app: Any) -> list[dict[str, Any]]:
@@ -63,6 +81,12 @@ def admin_routes(get_app: AppGetter, admin_key_sha256: Callable[[], str | None])
                 return render.error(e)
             except RolloutError as e:
                 return render.error(LivenessError(ROLLOUT_REJECTED, str(e)))
+            except Exception as exc:  # noqa: BLE001 - ours (a locked policy store, a bug): the envelope, logged
+                request_id = render.request_id(request.headers.get("x-request-id"))
+                render.log_unexpected(request.url.path, exc, request_id, logger=log)
+                response = render.error(render.UNEXPECTED, request_id=request_id)
+                response.headers["x-request-id"] = request_id
+                return response
 
         return handle
 
@@ -89,10 +113,7 @@ def admin_routes(get_app: AppGetter, admin_key_sha256: Callable[[], str | None])
     def experiment(mode: str) -> Callable[[Any, Request], Awaitable[Any]]:
         async def run(app: Any, request: Request) -> Any:
             doc = await _body(request)
-            try:
-                percent = float(doc["percent"])
-            except (KeyError, TypeError, ValueError):
-                raise LivenessError(INVALID_REQUEST, "'percent' (0..100) is required.") from None
+            percent = _percent(doc)
             await asyncio.to_thread(app.book.experiment, request.path_params["model"], mode, _int(doc, "version"), percent)
             await app.routing.refresh(force=True)
             return {"models": await asyncio.to_thread(_states, app)}

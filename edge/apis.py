@@ -4,50 +4,77 @@ service.py's ``@bentoml.api`` methods delegate here, one line each, passing the 
 (``svc``: this worker's ``core``, ``challenges`` and ``sessions``).  A credential that is an
 app-server session's token runs that session's attempt instead of the API-key check (README
 "Sessions").  Every API sits behind ``RawBodyMiddleware`` (``add_middleware``): the body arrives
-bounded and unparsed, its real Content-Type in ``ORIGINAL_CONTENT_TYPE``.
+bounded and unparsed, its real Content-Type in ``ORIGINAL_CONTENT_TYPE`` (and an empty body as
+``b""``, not the framework's ``b"{}"``: ``replayed_body``).  In front of it, ``AllowedMethods``
+answers a wrong method on any known path 405 (``method_not_allowed``, with ``Allow``).
+
+Errors: a ``LivenessError`` is rendered in the route's format (``_guard``); any other exception
+is our failure, answered ``500 internal_error`` in that format with a ``request_id`` and logged
+without request data (``render.log_unexpected``).  It is never charged: the admission context
+refunds a reserved unit on any exception that leaves it (liveness.admission).
 """
 
 from __future__ import annotations
 
-import uuid
+import logging
 from functools import partial
 from typing import Any, Awaitable, Callable
 
+from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.routing import Route
 
 from edge import challenges as challenge_api
 from edge import facia, metrics, native, render
 from edge import sessions as session_api
 from edge import video as video_api
 from edge.credentials import authorise_admin, is_session_token
-from edge.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware
+from edge.methods import AllowedMethods, http_routes
+from edge.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware, replayed_body
 from edge.spread import SpreadConnections
-from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, VIDEO_TOO_LARGE, LivenessError
+from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, METHOD_NOT_ALLOWED, VIDEO_TOO_LARGE, LivenessError
 from liveness.sessions import SessionService, flows, require_sessions
 from liveness.settings import Settings
 from liveness.video import check_video
 
+log = logging.getLogger("liveness.api")
+
 Ctx = Any  # bentoml.Context
 CHALLENGE_BODY_LIMIT = 64 * 1024
+FACIA_PATH = "/liveness"
 
 
 async def _guard(ctx: Ctx, endpoint: str | None, call: Callable[[], Awaitable[Any]],
                  fail: Callable[..., Response] = render.error, **extra: Any) -> Response:
     """Run one API call: a dict it returns is a 200 answer; a LivenessError it raises is counted
-    under ``endpoint`` and rendered by ``fail`` (the native envelope plus ``extra``, or FACIA's)."""
+    under ``endpoint`` and rendered by ``fail`` (the native envelope plus ``extra``, or FACIA's).
+    Any other exception is our failure: logged without request data, counted and rendered as
+    ``internal_error`` with the request's id (``extra``'s, else the X-Request-ID one)."""
     try:
         out = await call()
     except LivenessError as err:
         if endpoint is not None:
             metrics.decision(endpoint, err.code)
         return fail(err, ctx, **extra)
+    except Exception as exc:  # noqa: BLE001 - ours; CancelledError (a BaseException) passes
+        request_id = extra.get("request_id") or _request_id(ctx)
+        render.log_unexpected(endpoint or ctx.request.url.path, exc, request_id, logger=log)
+        if endpoint is not None:
+            metrics.decision(endpoint, render.UNEXPECTED.code)
+        return fail(render.UNEXPECTED, ctx, **{**extra, "request_id": request_id})
     return out if isinstance(out, Response) else render.answer(ctx, 200, out)
 
 
 def _request_id(ctx: Ctx) -> str:
-    request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
+    """The request's id (a client's X-Request-ID if it is a short safe token, else a new one),
+    echoed in the X-Request-ID response header."""
+    request_id = render.request_id(ctx.request.headers.get("x-request-id"))
     ctx.response.headers["x-request-id"] = request_id
     return request_id
+
+
+def _body(body: bytes, ctx: Ctx) -> bytes:
+    return replayed_body(body, ctx.request.headers)
 
 
 def _content_type(ctx: Ctx) -> str:
@@ -77,6 +104,8 @@ def session_answer(ctx: Ctx, endpoint: str, out: flows.Outcome, request_id: str,
 
 
 async def facia_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
+
     async def call() -> Response:
         key, doc = facia.parse_request(body)
         limits = svc.core.pipeline.limits
@@ -89,6 +118,7 @@ async def facia_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
 
 async def native_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
     request_id = _request_id(ctx)
 
     async def call() -> Response:
@@ -105,6 +135,7 @@ async def native_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
 
 async def video_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
     request_id = _request_id(ctx)
 
     async def call() -> Response:
@@ -125,6 +156,8 @@ async def video_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
 
 async def challenge_start(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
+
     async def call() -> dict[str, Any]:
         key, doc = challenge_api.parse(body, ctx.request.headers)
         challenges = challenge_api.challenges_field(doc)
@@ -140,6 +173,8 @@ async def challenge_start(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
 
 async def challenge_process(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
+
     async def call() -> dict[str, Any]:
         key, doc = challenge_api.parse(body, ctx.request.headers)
         frame = challenge_api.frame_bytes(doc, svc.core.pipeline.limits)
@@ -151,6 +186,8 @@ async def challenge_process(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
 
 async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
+
     async def call() -> dict[str, Any]:
         key, doc = challenge_api.parse(body, ctx.request.headers)
         if is_session_token(key):
@@ -168,6 +205,8 @@ async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
 
 async def create_session(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
+
     async def call() -> dict[str, Any]:
         key, parsed = session_api.parse_create(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
         service = _sessions(svc)
@@ -179,6 +218,8 @@ async def create_session(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
 
 async def verify(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    body = _body(body, ctx)
+
     async def call() -> dict[str, Any]:
         key, images = session_api.parse_verify(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
         return await svc.core.compare_faces(key, images)
@@ -205,10 +246,43 @@ def too_large(settings: Settings, path: str, limit: int) -> dict[str, Any]:
     return LivenessError(IMAGE_TOO_LARGE, message).envelope()
 
 
+# -- methods -----------------------------------------------------------------------------------------
+
+
+def method_not_allowed(scope: dict[str, Any], allowed: list[str]) -> Response:
+    """The 405 of a known path asked with another method: FACIA's body on ``/liveness``, else
+    the native envelope with a request_id (``AllowedMethods`` adds the Allow header)."""
+    method = str(scope.get("method", ""))[:16]
+    err = LivenessError(METHOD_NOT_ALLOWED, f"{method} is not allowed here; use {', '.join(allowed)}.",
+                        {"allowed": allowed})
+    if scope.get("path") == FACIA_PATH:
+        return render.facia_error(err)
+    request_id = render.request_id(Headers(scope=scope).get("x-request-id"))
+    response = render.error(err, request_id=request_id)
+    response.headers["x-request-id"] = request_id
+    return response
+
+
+async def _never(_: Any) -> Response:  # a stand-in endpoint: only the route's path and methods are used
+    raise AssertionError("AllowedMethods never calls a route")
+
+
+def known_routes(service: Any) -> list[Route]:
+    """Every HTTP route of the service: its BentoML APIs (POST) and the routes of the Starlette
+    app mounted at ``/`` (edge.routes ``status_app``)."""
+    routes = [Route(api.route, _never, methods=["POST"]) for api in getattr(service, "apis", {}).values()]
+    for app, path, _ in getattr(service, "mount_apps", []):
+        if path in ("", "/"):
+            routes += http_routes(getattr(app, "routes", []))
+    return routes
+
+
 def add_middleware(service: Any, settings: Settings) -> None:
-    """Connection spreading and the bounded raw bodies of every API route."""
+    """Connection spreading, 405s for wrong methods and the bounded raw bodies of every API route.
+    Called once the service is declared (its APIs and mounted app are known)."""
     image = body_limit(settings)
     service.add_asgi_middleware(SpreadConnections, every=settings.http_requests_per_connection)
+    service.add_asgi_middleware(AllowedMethods, routes=known_routes(service), refuse=method_not_allowed)
     service.add_asgi_middleware(
         RawBodyMiddleware,
         routes={"/liveness": image, "/v1/liveness": image, "/v1/video-liveness": video_api.body_limit(settings),

@@ -21,9 +21,16 @@ server -> client (text, JSON)
                                                   session sends results to the client, and "session"
   {"type": "error", "code", "message", "status"}  then close (see ``close_code``)
 
-Frames that arrive faster than ``min_frame_interval`` or while the previous frame is still being
-processed are dropped (a feedback event with reason "frame_too_fast"), never queued: the client
-is live video, so the newest frame is the one worth analysing.
+Frames that arrive faster than ``min_frame_interval`` (on the injected ``clock``) or while the
+previous frame is still being processed are dropped (a feedback event with reason
+"frame_too_fast"), never queued: the client is live video, so the newest frame is the one worth
+analysing.
+
+Limits: a text message (the start message, cancel) is at most ``MAX_START_BYTES``: no text
+message carries a frame, frames are binary and at most ``max_frame_bytes`` (the image byte
+limit).  Every text message is parsed by the edge's one JSON parser (``edge.json_body``: depth
+and container limits), so a hostile one is an ``invalid_request`` error event (close 1008),
+never our failure.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from typing import Any, Callable
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from edge import render
 from edge.credentials import check_admin_key
+from edge.json_body import parse_object
 from liveness.errors import (
     IMAGE_TOO_LARGE,
     INTERNAL_ERROR,
@@ -78,16 +87,38 @@ def close_code(err: LivenessError) -> int:
     return CLOSE_POLICY
 
 
+def _refusal(data: bytes) -> str:
+    try:
+        parse_object(data, empty_ok=False)
+    except LivenessError as err:
+        return err.message
+    raise AssertionError(f"edge.json_body accepted {data!r}")
+
+
+_NOT_AN_OBJECT = _refusal(b"[]")  # the parser's words for valid JSON that is no object
+
+
+def _json_message(text: str, what: str) -> dict[str, Any] | None:
+    """A text message as a JSON object by the edge's one parser (``edge.json_body``); None when
+    it is valid JSON but no object.  Raises INVALID_REQUEST in the socket's words (``what``: "The
+    start message", ...): not JSON, or nested or packed past the parser's limits (its details)."""
+    try:
+        return parse_object(text, empty_ok=False)
+    except LivenessError as err:
+        if err.details:  # a structure limit (max_depth, max_containers)
+            raise LivenessError(INVALID_REQUEST, err.message.replace("The JSON body", what), err.details) from None
+        if err.message == _NOT_AN_OBJECT:
+            return None
+        raise LivenessError(INVALID_REQUEST, f"{what} is not valid JSON.") from None
+
+
 def parse_start(text: str) -> dict[str, Any]:
     """Validate the first message; returns {"api_key", "auth_token", "challenges", "admin_key"}
     (exactly one of api_key / auth_token)."""
-    if len(text.encode()) > MAX_START_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_START_BYTES:
         raise LivenessError(INVALID_REQUEST, f"The start message exceeds {MAX_START_BYTES} bytes.")
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise LivenessError(INVALID_REQUEST, "The start message is not valid JSON.") from None
-    if not isinstance(doc, dict) or doc.get("type") != "start":
+    doc = _json_message(text, "The start message")
+    if doc is None or doc.get("type") != "start":
         raise LivenessError(INVALID_REQUEST, 'The first message must be {"type": "start", "api_key": ...}.')
     api_key, auth_token = doc.get("api_key"), doc.get("auth_token")
     if not api_key and not auth_token:
@@ -166,9 +197,10 @@ def _result_event(done: dict[str, Any]) -> dict[str, Any]:
 class _Channel:
     """One connected client: sends are serialised, frames are analysed one at a time."""
 
-    def __init__(self, ws: WebSocket, min_frame_interval: float) -> None:
+    def __init__(self, ws: WebSocket, min_frame_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ws = ws
         self.min_frame_interval = min_frame_interval
+        self.clock = clock
         self.send_lock = asyncio.Lock()
         self.driver: _KeyDriver | _TokenDriver | None = None
         self.session_id = ""
@@ -200,7 +232,7 @@ class _Channel:
         }))
 
     async def frame(self, data: bytes) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.busy() or now - self.last_frame_at < self.min_frame_interval:
             await self.dropped()
             return
@@ -274,7 +306,10 @@ def challenge_ws_routes(
     min_frame_interval: float = MIN_FRAME_INTERVAL_S,
     idle_timeout: float = IDLE_TIMEOUT_S,
     start_timeout: float = START_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[WebSocketRoute]:
+    """The socket's route.  ``clock`` (monotonic seconds) times the frame interval."""
+
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
         channel: _Channel | None = None
@@ -286,7 +321,7 @@ def challenge_ws_routes(
             if msg.get("text") is None:
                 raise LivenessError(INVALID_REQUEST, 'Send {"type": "start", ...} as text before any frame.')
             start = parse_start(msg["text"])
-            channel = _Channel(ws, min_frame_interval)
+            channel = _Channel(ws, min_frame_interval, clock)
             await channel.start(_driver(start, service, get_sessions, admin_key_sha256()))
             limit = max_frame_bytes()
             while not channel.finished.is_set():
@@ -307,8 +342,7 @@ def challenge_ws_routes(
                         continue
                     await channel.frame(data)
                 elif msg.get("text") is not None:
-                    text = msg["text"]
-                    if len(text) <= MAX_START_BYTES and _is_cancel(text):
+                    if _is_cancel(msg["text"]):
                         channel.cancel()
                         await ws.close(CLOSE_NORMAL, reason="cancelled")
                         return
@@ -333,8 +367,8 @@ def challenge_ws_routes(
             if channel is not None:
                 channel.cancel()
             raise
-        except Exception:  # noqa: BLE001 - the socket gets an error event, the log the traceback
-            log.exception("challenge websocket failed")
+        except Exception as exc:  # noqa: BLE001 - the socket gets an error event, the log the traceback
+            render.log_unexpected("challenge websocket", exc, logger=log)
             if channel is not None:
                 channel.cancel()
             await _fail(ws, LivenessError(INTERNAL_ERROR, "Internal error."), channel.send_lock if channel else None)
@@ -343,8 +377,14 @@ def challenge_ws_routes(
 
 
 def _is_cancel(text: str) -> bool:
-    try:
-        doc = json.loads(text)
-    except ValueError:
+    """Whether a text message after "start" is {"type": "cancel"}: over ``MAX_START_BYTES`` or
+    not JSON it is not (the caller's protocol error); past the parser's limits it is refused."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_START_BYTES:
         return False
-    return isinstance(doc, dict) and doc.get("type") == "cancel"
+    try:
+        doc = _json_message(text, "The message")
+    except LivenessError as err:
+        if err.details:
+            raise
+        return False
+    return doc is not None and doc.get("type") == "cancel"

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Mapping
 
 from edge.credentials import api_key_from
+from edge.json_body import parse_object
 from edge.native import base64_field
 from liveness.errors import INVALID_REQUEST, LivenessError
 from liveness.imaging import ImageLimits
@@ -18,13 +18,9 @@ FRAME_FIELDS = ("image", "frame", "image_base64")
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
-    if not isinstance(doc, dict):
-        raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
-    return doc
+    """The JSON object of a body (``{}`` when empty), by the edge's one parser (``edge.json_body``:
+    depth and container limits).  Raises INVALID_REQUEST."""
+    return parse_object(body)
 
 
 def parse(body: bytes, headers: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:

@@ -10,7 +10,9 @@ Per call: ``authorization: Bearer <JWT>`` -> key_id (``liveness.tokens``, API-ke
 the key (revoked -> UNAUTHENTICATED) and its quota (RESOURCE_EXHAUSTED) and charges one unit only
 when a verdict is reached, exactly like the HTTP API.  Metadata: ``reference-number`` (request,
 optional) is echoed and ``jobid`` (a uuid) sent as initial metadata; ``response-time-ms`` is a
-trailer.  Liveness outcomes are answers, not RPC errors (``JobStatus`` + ``JobError``).
+trailer.  Liveness outcomes are answers, not RPC errors (``JobStatus`` + ``JobError``); an
+unexpected exception (ours: a locked key store, a bug) is ``INTERNAL`` with ``error-code:
+internal_error``, logged with the call's jobid and without request data, never charged.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import grpc
 
+from edge import render
 from edge.protogen import load
-from liveness.errors import MISSING_IMAGE, MISSING_VIDEO, MULTIPLE_FACES, NO_FACE, NOT_READY, INVALID_REQUEST, LivenessError
+from liveness.errors import INTERNAL_ERROR, MISSING_IMAGE, MISSING_VIDEO, MULTIPLE_FACES, NO_FACE, NOT_READY, INVALID_REQUEST, LivenessError
 from liveness.keys import Principal
 from liveness.pipeline import FACE_CUT_OFF, FACE_TOO_SMALL, MULTIPLE_FACES_FLAG
 from liveness.tokens import BearerTokens, TokenService, bearer_token, token_service
@@ -189,6 +192,11 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
                                 trailing_metadata=trailer(("error-code", err.code)))
         except _Abort as a:
             await context.abort(a.code, a.details, trailing_metadata=trailer())
+        except Exception as exc:  # ours (a store error, a bug): logged without request data, never charged
+            render.log_unexpected(endpoint, exc, initial[0][1], logger=log)
+            self.observe(endpoint, INTERNAL_ERROR.code)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{render.UNEXPECTED.code}: {render.UNEXPECTED.message}",
+                                trailing_metadata=trailer(("error-code", INTERNAL_ERROR.code)))
         self.observe(endpoint, "live" if response.live else "spoof")
         context.set_trailing_metadata(trailer())
         return response

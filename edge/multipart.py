@@ -1,7 +1,9 @@
 """multipart/form-data parsed in memory.
 
 Starlette (and so BentoML) spool uploads over 1 MiB to temporary files; a selfie is biometric
-data and must not touch the disk, so we parse the already-bounded body ourselves.
+data and must not touch the disk, so we parse the already-bounded body ourselves.  A body must
+end with its closing boundary: python-multipart's ``finalize()`` accepts a body cut off anywhere
+(a dropped upload would read as a form without the image), so we check that the parser saw it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
     if not boundary:
         raise LivenessError(INVALID_REQUEST, "multipart/form-data without a boundary.")
     fields: dict[str, bytes] = {}
-    state: dict[str, object] = {"name": None, "chunks": [], "header": b"", "value": b"", "headers": {}}
+    state: dict[str, object] = {"name": None, "chunks": [], "header": b"", "value": b"", "headers": {}, "ended": False}
 
     def on_part_begin() -> None:
         state["headers"] = {}
@@ -44,6 +46,9 @@ def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
         if name and name not in fields:
             fields[name] = b"".join(state["chunks"])  # type: ignore[arg-type]
 
+    def on_end() -> None:
+        state["ended"] = True
+
     parser = MultipartParser(
         boundary,
         {
@@ -53,6 +58,7 @@ def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
             "on_header_end": on_header_end,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": on_end,
         },
     )
     try:
@@ -60,4 +66,6 @@ def parse_form(body: bytes, content_type: str) -> dict[str, bytes]:
         parser.finalize()
     except Exception as e:  # malformed framing is the client's error, never ours
         raise LivenessError(INVALID_REQUEST, f"Malformed multipart body: {e}") from None
+    if not state["ended"]:  # cut off before the closing boundary (a truncated upload, or no form at all)
+        raise LivenessError(INVALID_REQUEST, "Malformed multipart body: it ends before the closing boundary.")
     return fields

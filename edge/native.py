@@ -33,11 +33,12 @@ def parse_request(
             return part
 
         return api_key_from(headers, form), form_image
-    if media == "application/json" or (media in ("", "text/plain") and body.lstrip()[:1] == b"{"):
+    if body and (media == "application/json" or (media in ("", "text/plain") and body.lstrip()[:1] == b"{")):
         doc = parse_object(body, empty_ok=False)
         missing = "The JSON body needs an 'image' field with base64 image data."
         return api_key_from(headers, doc), base64_field(doc, IMAGE_FIELDS, limits, missing)
-    # Anything else is the image itself (image/jpeg, image/png, application/octet-stream).
+    # Anything else is the image itself (image/jpeg, image/png, application/octet-stream); an
+    # empty body, whatever its type, is an empty image (empty_image, once the key is checked).
     return api_key_from(headers, {}), lambda: body
 
 

@@ -4,19 +4,24 @@ Two jobs, both before any handler runs: (1) refuse bodies over the route's byte 
 reading them into memory (Content-Length checked first, then a counted read for chunked
 uploads); (2) hide the real Content-Type from the framework, which would otherwise pick its own
 deserializer (and, for multipart, spool uploads to temporary files and fetch URL-valued file
-fields).  The original type travels in ``x-liveness-content-type``.
+fields).  The original type travels in ``x-liveness-content-type``, and the body's length in
+``x-liveness-body-length``: BentoML hands an API ``b"{}"`` for an empty body (its JSON serde's
+default), so an API tells an empty body from a literal ``{}`` by that header (``replayed_body``).
+A client cannot forge either header: both are replaced.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 ORIGINAL_CONTENT_TYPE = "x-liveness-content-type"
+BODY_LENGTH = "x-liveness-body-length"
+_OURS = (b"content-type", ORIGINAL_CONTENT_TYPE.encode(), BODY_LENGTH.encode())
 TooLarge = Callable[[str, int], dict[str, Any]]  # (path, limit) -> JSON body of the 413
 
 
@@ -31,7 +36,7 @@ class RawBodyMiddleware:
         if limit is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", ORIGINAL_CONTENT_TYPE.encode())]
+        headers = [(k, v) for k, v in scope["headers"] if k not in _OURS]
         original = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > limit:
@@ -60,7 +65,8 @@ class RawBodyMiddleware:
                 return {"type": "http.request", "body": full, "more_body": False}
             return await receive()
 
-        headers += [(b"content-type", b"application/octet-stream"), (ORIGINAL_CONTENT_TYPE.encode(), original)]
+        headers += [(b"content-type", b"application/octet-stream"), (ORIGINAL_CONTENT_TYPE.encode(), original),
+                    (BODY_LENGTH.encode(), str(len(full)).encode())]
         await self.app({**scope, "headers": headers}, replay, send)
 
     async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
@@ -74,3 +80,9 @@ class RawBodyMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def replayed_body(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """The body an API was given, as the client sent it: ``b""`` where the framework substituted
+    ``b"{}"`` for an empty one (``BODY_LENGTH`` says 0)."""
+    return b"" if headers.get(BODY_LENGTH) == "0" else body

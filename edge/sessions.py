@@ -27,10 +27,12 @@ VERIFY_PARTS = ("verify_image", "VerifyImage", "verifyImage")
 PAIR_FIELDS = (("image1", "image2"), ("reference", "probe"), ("image_a", "image_b"))
 
 
-def _image_value(value: bytes | str | None, limits: ImageLimits) -> bytes | None:
+def _image_value(value: Any, limits: ImageLimits, field: str = "image") -> bytes | None:
     """A file part, or base64 text (in a form field or JSON)."""
     if value is None or value == b"" or value == "":
         return None
+    if not isinstance(value, (str, bytes)):  # JSON: a number, list or object where base64 belongs
+        raise LivenessError(INVALID_REQUEST, f"'{field}' must be a base64 string.", {"field": field})
     if isinstance(value, str):
         return strip_data_uri_and_b64decode(value, limits)
     if sniff_format(value) is None and value.isascii():
@@ -81,7 +83,7 @@ def parse_verify(
     def images() -> tuple[bytes, bytes]:
         for a, b in PAIR_FIELDS:
             if a in fields or b in fields:
-                first, second = _image_value(fields.get(a), limits), _image_value(fields.get(b), limits)
+                first, second = _image_value(fields.get(a), limits, a), _image_value(fields.get(b), limits, b)
                 if first is None or second is None:
                     missing = a if first is None else b
                     raise LivenessError(MISSING_IMAGE, f"Send two images: '{a}' and '{b}'.", {"field": missing})
@@ -115,6 +117,10 @@ def session_routes(get_service: Callable[[], Any]) -> list[Route]:
             return await fn(svc, key)
         except LivenessError as err:
             return render.error(err)
+        except Exception as exc:  # noqa: BLE001 - ours: the documented envelope, never the framework's text
+            request_id = render.request_id(request.headers.get("x-request-id"))
+            render.log_unexpected(request.url.path, exc, request_id)
+            return render.error(render.UNEXPECTED, request_id=request_id)
 
     async def list_sessions(request: Request) -> Response:
         async def fn(svc: Any, key: str | None) -> Response:

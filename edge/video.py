@@ -10,7 +10,8 @@ The route (wired in service.py) should sit behind ``RawBodyMiddleware`` with
 
 Accepted bodies: the video itself (``video/mp4``, ``video/quicktime``, ``video/webm``,
 ``image/gif``, ``application/octet-stream``; the magic bytes decide the container), or
-``multipart/form-data`` with the file in a field named ``video`` (or ``file``).  Flags
+``multipart/form-data`` with the file in a field named ``video`` (or ``file``); an empty body is
+an empty video (``empty_video``, after the key check).  Flags
 ``return_photo`` / ``return_normalized`` come from the query string or form fields
 (``1``/``true``/``yes``/``on``).  A JSON (base64) body is refused: a 10 MB video would be a
 13 MB string.
@@ -85,14 +86,13 @@ def parse_video_request(
             return part
 
         return VideoRequest(api_key_from(headers, form), form_video, "", **flags)
-    if media == "application/json" or (media in ("", "text/plain") and body.lstrip()[:1] == b"{"):
+    # An empty body, whatever its type, is an empty video (empty_video, once the key is checked).
+    if body and (media == "application/json" or (media in ("", "text/plain") and body.lstrip()[:1] == b"{")):
         raise LivenessError(
             INVALID_REQUEST,
             "Send the video as the request body (Content-Type video/mp4, video/webm, video/quicktime or "
             "image/gif) or as multipart/form-data field 'video'; JSON/base64 is not accepted for video.",
         )
-    if not body:
-        raise LivenessError(MISSING_VIDEO, "The request body is empty; send the video as the body.")
     return VideoRequest(api_key_from(headers, {}), lambda: body, media, **flags)
 
 

@@ -23,6 +23,7 @@ class ErrorKind:
 MISSING_IMAGE = ErrorKind("missing_image", 400)
 INVALID_BASE64 = ErrorKind("invalid_base64", 400)
 INVALID_REQUEST = ErrorKind("invalid_request", 400)
+METHOD_NOT_ALLOWED = ErrorKind("method_not_allowed", 405)
 REQUEST_TIMEOUT = ErrorKind("request_timeout", 408)  # headers or body too slow (edge/timeouts.py); the connection closes
 EMPTY_IMAGE = ErrorKind("empty_image", 400)
 UNSUPPORTED_FORMAT = ErrorKind("unsupported_format", 415)
