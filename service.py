@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -35,12 +36,15 @@ class Liveness:
         return self.core.ready
 
     @bentoml.on_startup
-    async def start_grpc(self) -> None:  # one gRPC server per worker, same port (docs/GRPC.md)
+    async def start_background(self) -> None:  # one gRPC server per worker, same port (docs/GRPC.md)
         self.grpc = await start_grpc_server(self.core, settings, observe=metrics.decision, tokens=self.tokens)
+        self.sweeper = asyncio.create_task(self.core.admission.sweep_periodically())  # crashed requests' units
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
         await stop_grpc_server(getattr(self, "grpc", None))
+        if (sweeper := getattr(self, "sweeper", None)) is not None:
+            sweeper.cancel()
         self.challenges.close()
         if self.sessions is not None:
             self.sessions.close()

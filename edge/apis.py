@@ -20,6 +20,7 @@ import logging
 from functools import partial
 from typing import Any, Awaitable, Callable
 
+from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +33,7 @@ from edge.credentials import authorise_admin, is_session_token
 from edge.methods import AllowedMethods, http_routes
 from edge.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware, replayed_body
 from edge.spread import SpreadConnections
+from liveness.admission import settle_after_send
 from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, METHOD_NOT_ALLOWED, VIDEO_TOO_LARGE, LivenessError
 from liveness.sessions import SessionService, flows, require_sessions
 from liveness.settings import Settings
@@ -49,7 +51,27 @@ async def _guard(ctx: Ctx, endpoint: str | None, call: Callable[[], Awaitable[An
     """Run one API call: a dict it returns is a 200 answer; a LivenessError it raises is counted
     under ``endpoint`` and rendered by ``fail`` (the native envelope plus ``extra``, or FACIA's).
     Any other exception is our failure: logged without request data, counted and rendered as
-    ``internal_error`` with the request's id (``extra``'s, else the X-Request-ID one)."""
+    ``internal_error`` with the request's id (``extra``'s, else the X-Request-ID one).
+
+    A unit the call earned is committed only after the response has been sent (a background task
+    of the response): a worker killed before that leaves a lease the sweep gives back, so a client
+    never pays for an answer it did not receive."""
+    with settle_after_send() as pending:
+        response = await _answer(ctx, endpoint, call, fail, **extra)
+    if pending:
+        response.background = _then(response.background, pending)
+    return response
+
+
+def _then(first: BackgroundTask | None, settlements: list[Callable[[], Awaitable[None]]]) -> BackgroundTasks:
+    tasks = BackgroundTasks([first] if first is not None else [])
+    for settle in settlements:
+        tasks.add_task(settle)
+    return tasks
+
+
+async def _answer(ctx: Ctx, endpoint: str | None, call: Callable[[], Awaitable[Any]],
+                  fail: Callable[..., Response], **extra: Any) -> Response:
     try:
         out = await call()
     except LivenessError as err:

@@ -29,7 +29,10 @@ request that was cancelled gives its unit back: a client never pays for an answe
 A process that dies (SIGKILL, OOM, power) between reserve and commit cannot refund: every
 reservation is a lease in the store, and a lease neither committed nor refunded within
 ``reservation_lease_s`` is given back by ``KeyStore.reclaim_expired`` - at start-up and by each
-worker's background sweep every ``SWEEP_EVERY_S`` - so a crash neither loses nor invents charges.
+worker's background sweep every ``SWEEP_EVERY_S``.  Over HTTP the commit waits until the answer
+has been written to the socket (``settle_after_send``, run by the edge as the response's
+background task), so a crash never leaves a charge for an answer that was not sent; at most the
+requests in flight at the crash are answered and then given back (in the client's favour).
 
 This is the only module that calls the key store's reserve / commit / refund
 (tests/test_admission.py reads the sources to keep it so).
@@ -40,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from functools import partial
+from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol, TypeVar
 
 from liveness.keys import Credential, KeyInfo, KeyStore, Prepaid, Reservation
 from liveness.rollout.router import Route, Router
@@ -50,6 +55,24 @@ from liveness.rollout.router import Route, Router
 log = logging.getLogger("liveness.admission")
 
 T = TypeVar("T")
+
+# Set by the edge around one HTTP request (settle_after_send): a successful block's commit waits
+# there until the answer has been sent.
+_AFTER_SEND: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar("after_send", default=None)
+
+
+@contextmanager
+def settle_after_send() -> Iterator[list[Callable[[], Awaitable[None]]]]:
+    """Within this, a request that succeeds is not committed at the end of its block: its
+    settlement is appended to the yielded list, for the edge to run once the response has been
+    written to the socket.  A process killed in between then leaves a lease (reclaimed: the
+    client got nothing, pays nothing) instead of a charge for an answer never sent."""
+    pending: list[Callable[[], Awaitable[None]]] = []
+    token = _AFTER_SEND.set(pending)
+    try:
+        yield pending
+    finally:
+        _AFTER_SEND.reset(token)
 
 # How often a worker sweeps for reservations whose lease expired (liveness.keys leases).
 SWEEP_EVERY_S = 30.0
@@ -265,9 +288,28 @@ class Admission:
         except BaseException:
             await ctx._settle(False)
             raise
+        pending = _AFTER_SEND.get()
+        if pending is None:
+            await self._succeed(ctx)
+        else:  # the edge commits once the answer is on the wire (settle_after_send)
+            ctx.charged = ctx._unit is not None and not ctx._waived
+            pending.append(partial(self._succeed, ctx))
+
+    async def _succeed(self, ctx: Admitted) -> None:
         await ctx._settle(True)
         for work in ctx._after:
             self._spawn(work())
+
+    async def sweep_periodically(self) -> None:
+        """``_sweep_if_due`` on a timer, for a worker that gets no requests (run by the edge at
+        start-up, cancelled at shutdown)."""
+        while True:
+            await asyncio.sleep(self.sweep_every_s)
+            if self.keys is not None:
+                try:
+                    await asyncio.to_thread(self.keys.reclaim_expired)
+                except Exception:
+                    log.warning("reclaiming expired reservations failed", exc_info=True)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.get_running_loop().create_task(self._quietly(coro))

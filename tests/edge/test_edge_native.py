@@ -333,6 +333,20 @@ def test_our_failure_is_500_internal_error_and_refunded(make_core):
     assert (usage.used, usage.refunded) == (0, 1)
 
 
+def test_the_unit_is_committed_only_once_the_answer_is_sent(core):
+    """The success is settled by the response's background task, which the server runs after the
+    body is on the socket: a worker killed before that leaves a lease, not a charge."""
+    key = core.keys.create("native", 5).raw_key
+    c = ctx({"X-API-Key": key}, content_type="image/jpeg")
+    r = asyncio.run(apis.native_liveness(Svc(core), IMAGE, c))  # answered, not yet sent
+    assert r.status_code == 200
+    usage = core.keys.usage("native")
+    assert (usage.used, usage.succeeded) == (1, 0)  # reserved (a lease), not committed
+    asyncio.run(r.background())  # the server sends, then runs this
+    usage = core.keys.usage("native")
+    assert (usage.used, usage.succeeded) == (1, 1)
+
+
 def test_a_model_that_is_not_loaded_is_503_with_retry_after_and_refunded(core):
     key = core.keys.create("native", 5).raw_key
     for v in core.backend.loaded_versions("minifasnet_v2"):
