@@ -3,7 +3,6 @@ on the ``multi_face_min_area_ratio`` setting."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -13,10 +12,10 @@ from liveness import pipeline
 from liveness.detection.base import Face
 from liveness.detection.choose import choose_face
 from liveness.errors import MULTIPLE_FACES, NO_FACE, LivenessError
-from liveness.inference.embedded import EmbeddedBackend
 from liveness.recognition import FaceVerifier
 from liveness.settings import Settings
 from tests.conftest import run
+from tests.test_recognition import backend, executor  # noqa: F401  (YuNet + MobileFaceNet, one thread pool)
 
 VERSIONS = {"yunet": 1, "mobilefacenet": 1}
 
@@ -39,22 +38,6 @@ def test_biggest_face_and_rivals():
 
 def test_the_pipeline_re_exports_it():
     assert pipeline.choose_face is choose_face
-
-
-@pytest.fixture(scope="module")
-def backend(model_repository):
-    b = EmbeddedBackend(model_repository)
-    for m in VERSIONS:
-        b.load_sync(m, 1)
-    b.mark_ready()
-    yield b
-    b.close()
-
-
-@pytest.fixture(scope="module")
-def executor():
-    with ThreadPoolExecutor(max_workers=2) as ex:
-        yield ex
 
 
 def test_the_setting_applies_to_verification_references(backend, executor, model_repository, media):

@@ -100,7 +100,7 @@ def test_a_changed_parameter_changes_the_module(model_repository, tmp_path):
     repo = LocalRepository(repo_dir)
     assert detector_from_config(repo.config("retinaface")).mean.tolist() == [1.0, 2.0, 3.0]
     assert detector_from_config(repo.config("yunet")).max_side == 320
-    assert FaceMeshModule.from_config(repo.config("facemesh")).crop_scale == 2.0
+    assert FaceMeshModule.from_config(repo.config("facemesh")).input.crop_scale == 2.0
     emb = embedder_from_config(repo.config("mobilefacenet"))
     np.testing.assert_allclose(emb.template, shifted)
     # the aligned face follows the template: the keypoints land on it

@@ -18,19 +18,8 @@ from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .base import (
-    DEFAULT_LEASE_S,
-    Clock,
-    KeyInfo,
-    KeyStore,
-    Reservation,
-    Usage,
-    as_utc,
-    bucket_for,
-    generate_token_secret,
-    new_lease_id,
-    pick_by_ref,
-    quota_exceeded_error,
-    utcnow,
+    DEFAULT_LEASE_S, Clock, KeyInfo, KeyStore, Reservation, Usage,
+    as_utc, bucket_for, generate_token_secret, new_lease_id, pick_by_ref, quota_exceeded_error, utcnow,
 )
 
 SCHEMA_VERSION = 2  # v2: leases (no data change: the collection is created on use)

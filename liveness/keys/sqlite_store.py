@@ -51,18 +51,9 @@ CREATE TABLE usage (
     reclaimed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, bucket)
 );
-CREATE TABLE leases (
-    lease_id   TEXT PRIMARY KEY,
-    key_id     TEXT NOT NULL,
-    bucket     TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE INDEX leases_expiry ON leases (expires_at)
 """
 
-# v1 -> v2: reservations become leases (a unit reserved by a process that died is given back).
-_LEASES_V2 = """
-ALTER TABLE usage ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;
+_LEASES = """
 CREATE TABLE leases (
     lease_id   TEXT PRIMARY KEY,
     key_id     TEXT NOT NULL,
@@ -71,6 +62,9 @@ CREATE TABLE leases (
 );
 CREATE INDEX leases_expiry ON leases (expires_at)
 """
+_SCHEMA += ";" + _LEASES
+# v1 -> v2: reservations become leases (a unit reserved by a process that died is given back).
+_LEASES_V2 = "ALTER TABLE usage ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;" + _LEASES
 
 _KEY_COLUMNS = "key_id, name, prefix, quota_limit, period, created_at, revoked_at"
 

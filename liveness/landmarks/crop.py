@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from liveness.inference.repository import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,44 @@ def to_input(crops: list[np.ndarray], divisor: float = 127.5, mean: float = 1.0,
     (default MediaPipe's RGB in [-1, 1]: x / 127.5 - 1)."""
     x = np.stack([c[:, :, ::-1] if color == "RGB" else c for c in crops]).astype(np.float32)
     return np.ascontiguousarray((x / divisor - mean).transpose(0, 3, 1, 2))
+
+
+@dataclass(frozen=True)
+class LandmarkInput:
+    """A landmark model's name and how its input is cut and scaled: what its config.pbtxt says
+    (``crop_scale``, ``input_size``, ``color``, ``input_divisor``, ``input_mean``), else the
+    module's documented defaults."""
+
+    model: str
+    crop_scale: float
+    size: int
+    color: str
+    divisor: float
+    mean: float
+
+    def read(self, cfg: "ModelConfig") -> "LandmarkInput":
+        size = cfg.integer("input_size", self.size, positive=True)
+        cfg.check_square_input(size)
+        return LandmarkInput(
+            cfg.name,
+            cfg.number("crop_scale", self.crop_scale, positive=True),
+            size,
+            cfg.text("color", self.color, ("RGB", "BGR")),
+            cfg.number("input_divisor", self.divisor, positive=True),
+            cfg.number("input_mean", self.mean),
+        )
+
+
+class LandmarkModule:
+    """What the face mesh and iris modules share: their ``input`` (a dataclass field whose default
+    holds the module's defaults) read from a model config."""
+
+    input: LandmarkInput
+
+    @property
+    def model(self) -> str:
+        return self.input.model
+
+    @classmethod
+    def from_config(cls, cfg: "ModelConfig"):  # -> an instance of the subclass
+        return cls(cls.input.read(cfg))  # type: ignore[call-arg]

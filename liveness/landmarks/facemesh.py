@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liveness.detection.base import Face
-from liveness.inference.repository import ModelConfig
-from liveness.landmarks.crop import SquareCrop, square_crop, to_input
+from liveness.landmarks.crop import LandmarkInput, LandmarkModule, SquareCrop, square_crop, to_input
 
 SIZE = 192
 CROP_SCALE = 1.5
@@ -42,33 +41,16 @@ def crop_for(bgr: np.ndarray, face: Face, crop_scale: float = CROP_SCALE, size: 
 
 
 @dataclass(frozen=True)
-class FaceMeshModule:
-    model: str = "facemesh"
-    crop_scale: float = CROP_SCALE
-    size: int = SIZE
-    color: str = "RGB"
-    divisor: float = DIVISOR
-    mean: float = MEAN
+class FaceMeshModule(LandmarkModule):
+    input: LandmarkInput = LandmarkInput("facemesh", CROP_SCALE, SIZE, "RGB", DIVISOR, MEAN)
 
     architecture = "facemesh"
 
-    @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "FaceMeshModule":
-        size = cfg.integer("input_size", SIZE, positive=True)
-        cfg.check_square_input(size)
-        return cls(
-            cfg.name,
-            cfg.number("crop_scale", CROP_SCALE, positive=True),
-            size,
-            cfg.text("color", "RGB", ("RGB", "BGR")),
-            cfg.number("input_divisor", DIVISOR, positive=True),
-            cfg.number("input_mean", MEAN),
-        )
 
     def preprocess(self, bgr: np.ndarray, face: Face) -> tuple[np.ndarray, SquareCrop]:
         """(1, 3, S, S) float32 input and the crop map."""
-        crop, meta = crop_for(bgr, face, self.crop_scale, self.size)
-        return to_input([crop], self.divisor, self.mean, self.color), meta
+        crop, meta = crop_for(bgr, face, self.input.crop_scale, self.input.size)
+        return to_input([crop], self.input.divisor, self.input.mean, self.input.color), meta
 
     @staticmethod
     def postprocess(outputs: list[np.ndarray], meta: SquareCrop) -> FaceMesh:

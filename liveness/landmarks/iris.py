@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liveness.inference.repository import ModelConfig
-from liveness.landmarks.crop import SquareCrop, square_crop, to_input
+from liveness.landmarks.crop import LandmarkInput, LandmarkModule, SquareCrop, square_crop, to_input
 
 SIZE = 64
 CROP_SCALE = 2.3
@@ -56,34 +55,17 @@ def crop_eye(
 
 
 @dataclass(frozen=True)
-class IrisModule:
-    model: str = "iris"
-    crop_scale: float = CROP_SCALE
-    size: int = SIZE
-    color: str = "RGB"
-    divisor: float = DIVISOR
-    mean: float = MEAN
+class IrisModule(LandmarkModule):
+    input: LandmarkInput = LandmarkInput("iris", CROP_SCALE, SIZE, "RGB", DIVISOR, MEAN)
 
     architecture = "iris"
 
-    @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "IrisModule":
-        size = cfg.integer("input_size", SIZE, positive=True)
-        cfg.check_square_input(size)
-        return cls(
-            cfg.name,
-            cfg.number("crop_scale", CROP_SCALE, positive=True),
-            size,
-            cfg.text("color", "RGB", ("RGB", "BGR")),
-            cfg.number("input_divisor", DIVISOR, positive=True),
-            cfg.number("input_mean", MEAN),
-        )
 
     def preprocess(self, bgr: np.ndarray, mesh_points: np.ndarray) -> tuple[np.ndarray, tuple[SquareCrop, SquareCrop]]:
         """(2, 3, S, S) float32: [subject's right eye, subject's left eye (mirrored)]."""
-        right, rmeta = crop_eye(bgr, mesh_points, RIGHT_CORNERS, False, self.crop_scale, self.size)
-        left, lmeta = crop_eye(bgr, mesh_points, LEFT_CORNERS, True, self.crop_scale, self.size)
-        return to_input([right, left], self.divisor, self.mean, self.color), (rmeta, lmeta)
+        right, rmeta = crop_eye(bgr, mesh_points, RIGHT_CORNERS, False, self.input.crop_scale, self.input.size)
+        left, lmeta = crop_eye(bgr, mesh_points, LEFT_CORNERS, True, self.input.crop_scale, self.input.size)
+        return to_input([right, left], self.input.divisor, self.input.mean, self.input.color), (rmeta, lmeta)
 
     @staticmethod
     def postprocess(outputs: list[np.ndarray], meta: tuple[SquareCrop, SquareCrop]) -> Eyes:

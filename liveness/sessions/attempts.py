@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from liveness.detection.base import Face
@@ -100,25 +100,16 @@ class AttemptResult:
         return d
 
 
+@dataclass(eq=False)
 class Attempts:
-    def __init__(
-        self,
-        admission: "Admission",
-        settings: Settings,
-        store: SessionStore,
-        tokens: SessionTokens,
-        throttle: DeviceThrottle,
-        *,
-        clock: Callable[[], float],
-        housekeeping: Callable[[], Awaitable[None]],  # the periodic purge, run as attempts begin
-    ) -> None:
-        self.admission = admission
-        self.settings = settings
-        self.store = store
-        self.tokens = tokens
-        self.throttle = throttle
-        self.clock = clock
-        self.housekeeping = housekeeping
+    admission: "Admission"
+    settings: Settings
+    store: SessionStore
+    tokens: SessionTokens
+    throttle: DeviceThrottle
+    _: KW_ONLY
+    clock: Callable[[], float]
+    housekeeping: Callable[[], Awaitable[None]]  # the periodic purge, run as attempts begin
 
     async def _session_for(self, token: str, family: str) -> SessionRecord:
         claims = self.tokens.verify(token, self.clock())

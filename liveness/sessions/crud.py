@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, SESSION_NOT_FOUND, LivenessError
@@ -37,26 +38,17 @@ def _not_found() -> LivenessError:
     return LivenessError(SESSION_NOT_FOUND, "No such session for this API key.")
 
 
+@dataclass(eq=False)
 class SessionCrud:
-    def __init__(
-        self,
-        admission: "Admission",
-        settings: Settings,
-        store: SessionStore,
-        tokens: SessionTokens,
-        throttle: DeviceThrottle,
-        faces: SessionFaces,
-        *,
-        clock: Callable[[], float],
-    ) -> None:
-        self.admission = admission
-        self.settings = settings
-        self.store = store
-        self.tokens = tokens
-        self.throttle = throttle
-        self.faces = faces
-        self.clock = clock
-        self._last_purge = 0.0
+    admission: "Admission"
+    settings: Settings
+    store: SessionStore
+    tokens: SessionTokens
+    throttle: DeviceThrottle
+    faces: SessionFaces
+    _: KW_ONLY
+    clock: Callable[[], float]
+    _last_purge: float = field(default=0.0, init=False)
 
     async def _own(self, key_id: str, session_id: Any) -> SessionRecord:
         if not isinstance(session_id, str) or not session_id:
