@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.credentials import api_key_from
-from edge.json_body import parse_object, structure_error
+from edge.json_body import parse_object_or_error
 from liveness import errors as E
 from liveness.errors import LivenessError
 from liveness.imaging import ImageLimits, strip_data_uri_and_b64decode
@@ -23,12 +23,8 @@ def parse_request(body: bytes) -> tuple[str | None, dict[str, Any]]:
     """-> (hash_id, the JSON document).  The image is decoded later, after authentication."""
     # Invalid JSON reads as an empty request (FACIA answers it with its own errors, key first);
     # a body nested or packed past the edge's limits is refused outright (400).
-    refused = structure_error(body)
-    if refused is not None:
-        raise refused
-    try:
-        doc = parse_object(body)
-    except LivenessError:
+    doc = parse_object_or_error(body)
+    if isinstance(doc, LivenessError):
         doc = {}
     return api_key_from({}, doc), doc
 

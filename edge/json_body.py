@@ -60,6 +60,16 @@ def structure_error(data: bytes, max_depth: int = MAX_DEPTH) -> LivenessError | 
 def parse_object(data: bytes | str, *, empty_ok: bool = True, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """The JSON object in ``data`` (``{}`` for an empty body when ``empty_ok``).  Raises
     INVALID_REQUEST for invalid JSON, a non-object or nesting over ``max_depth``."""
+    doc = parse_object_or_error(data, empty_ok=empty_ok, max_depth=max_depth)
+    if isinstance(doc, LivenessError):
+        raise doc
+    return doc
+
+
+def parse_object_or_error(data: bytes | str, *, empty_ok: bool = True,
+                         max_depth: int = MAX_DEPTH) -> dict[str, Any] | LivenessError:
+    """``parse_object``, for callers that treat unreadable JSON their own way (FACIA): a body over
+    the structure limits still raises; invalid JSON or a non-object is returned as its error."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if empty_ok and not raw.strip():
         return {}
@@ -69,7 +79,7 @@ def parse_object(data: bytes | str, *, empty_ok: bool = True, max_depth: int = M
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise LivenessError(INVALID_REQUEST, "The body is not valid JSON.") from None
+        return LivenessError(INVALID_REQUEST, "The body is not valid JSON.")
     if not isinstance(doc, dict):
-        raise LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
+        return LivenessError(INVALID_REQUEST, "The JSON body must be an object.")
     return doc
