@@ -29,7 +29,7 @@ from edge import challenges as challenge_api
 from edge import facia, metrics, native, render
 from edge import sessions as session_api
 from edge import video as video_api
-from edge.credentials import authorise_admin, is_session_token
+from edge.credentials import authorise_admin, is_session_token, or_route_key
 from edge.methods import AllowedMethods, http_routes
 from edge.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware, replayed_body
 from edge.spread import SpreadConnections
@@ -103,6 +103,11 @@ def _content_type(ctx: Ctx) -> str:
     return ctx.request.headers.get(ORIGINAL_CONTENT_TYPE, "")
 
 
+def _caller(svc: Any, ctx: Ctx, key: Any) -> Any:
+    """The request's credential: the one it sent, else its route's anonymous key (if opened)."""
+    return or_route_key(key, svc.core.settings.anonymous_routes, ctx.request.url.path)
+
+
 def _sessions(svc: Any) -> SessionService:
     return require_sessions(svc.sessions)
 
@@ -130,6 +135,7 @@ async def facia_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
     async def call() -> Response:
         key, doc = facia.parse_request(body)
+        key = _caller(svc, ctx, key)
         limits = svc.core.pipeline.limits
         result = await svc.core.check_image(key, lambda: facia.selfie_bytes(doc, limits))
         metrics.decision("facia", _outcome(result))
@@ -145,6 +151,7 @@ async def native_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
     async def call() -> Response:
         key, image = native.parse_request(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
+        key = _caller(svc, ctx, key)
         if is_session_token(key):
             out = await flows.passive_attempt(_sessions(svc), key, image)
             return session_answer(ctx, "session_passive", out, request_id, native.response)
@@ -163,10 +170,11 @@ async def video_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
     async def call() -> Response:
         req = video_api.parse_video_request(body, _content_type(ctx), ctx.request.headers, ctx.request.query_params)
         flags = {"return_photo": req.return_photo, "return_normalized": req.return_normalized}
-        if is_session_token(req.api_key):
-            out = await flows.video_attempt(_sessions(svc), req.api_key, req.video, req.content_type, **flags)
+        key = _caller(svc, ctx, req.api_key)
+        if is_session_token(key):
+            out = await flows.video_attempt(_sessions(svc), key, req.video, req.content_type, **flags)
             return session_answer(ctx, "session_video", out, request_id, video_api.video_response)
-        result = await check_video(svc.core, req.api_key, req.video(), req.content_type, **flags)
+        result = await check_video(svc.core, key, req.video(), req.content_type, **flags)
         doc = video_api.video_response(result, request_id)
         metrics.decision("video", doc["decision"])
         return render.answer(ctx, 200, doc)
@@ -182,6 +190,7 @@ async def challenge_start(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
     async def call() -> dict[str, Any]:
         key, doc = challenge_api.parse(body, ctx.request.headers)
+        key = _caller(svc, ctx, key)
         challenges = challenge_api.challenges_field(doc)
         if is_session_token(key):
             if challenges is not None:
@@ -199,6 +208,7 @@ async def challenge_process(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
     async def call() -> dict[str, Any]:
         key, doc = challenge_api.parse(body, ctx.request.headers)
+        key = _caller(svc, ctx, key)
         frame = challenge_api.frame_bytes(doc, svc.core.pipeline.limits)
         if is_session_token(key):
             return await flows.challenge_process(_sessions(svc), key, doc.get("session_id"), frame)
@@ -212,6 +222,7 @@ async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
     async def call() -> dict[str, Any]:
         key, doc = challenge_api.parse(body, ctx.request.headers)
+        key = _caller(svc, ctx, key)
         if is_session_token(key):
             done = flows.challenge_answer(await flows.challenge_complete(_sessions(svc), key, doc.get("session_id")))
         else:
@@ -231,6 +242,7 @@ async def create_session(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
     async def call() -> dict[str, Any]:
         key, parsed = session_api.parse_create(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
+        key = _caller(svc, ctx, key)
         service = _sessions(svc)
         await svc.core.admit(key)  # a refused key costs no parsing or face work
         params, reference = parsed()
@@ -244,6 +256,7 @@ async def verify(svc: Any, body: bytes, ctx: Ctx) -> Response:
 
     async def call() -> dict[str, Any]:
         key, images = session_api.parse_verify(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
+        key = _caller(svc, ctx, key)
         return await svc.core.compare_faces(key, images)
 
     return await _guard(ctx, None, call)

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from edge import openapi, render
 from edge.admin import admin_routes
 from edge.challenge_ws import challenge_ws_routes
-from edge.credentials import api_key_from, authorise_admin
+from edge.credentials import api_key_from, authorise_admin, or_route_key
 from edge.demo import demo_routes
 from edge.sessions import session_routes
 from liveness.admission import ANONYMOUS
@@ -39,6 +39,13 @@ def _current(name: str) -> Any:
 
 def current_core() -> Any:  # LivenessApp | None
     return _current("core")
+
+
+def request_credential(request: Request, core: Any) -> Any:
+    """A Starlette request's credential: the one it sent (header or query), else its route's
+    anonymous key when the operator opened the route (``anonymous_routes``)."""
+    key = api_key_from(request.headers, dict(request.query_params))
+    return or_route_key(key, core.settings.anonymous_routes, request.url.path) if core is not None else key
 
 
 def current_challenges() -> Any:  # ChallengeService | None
@@ -66,7 +73,7 @@ async def challenge_status(request: Request) -> JSONResponse:
     svc = current_challenges()
     if svc is None:
         return render.not_ready()
-    key = api_key_from(request.headers, dict(request.query_params))
+    key = request_credential(request, current_core())
     try:
         return JSONResponse(await svc.status(key, request.path_params["session_id"]))
     except LivenessError as err:
@@ -84,7 +91,7 @@ async def stats_scope(request: Request, admission: Any, admin_key_sha256: str | 
     if admission.keys is None:  # authentication disabled: open, every tenant
         return None
     # owner, not identify: a key whose quota is spent may still see its own sessions
-    key_id = await admission.owner(api_key_from(request.headers, dict(request.query_params)))
+    key_id = await admission.owner(request_credential(request, current_core()))
     return None if key_id == ANONYMOUS else key_id
 
 

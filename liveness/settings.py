@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # sha256 (hex) of the admin key for /v1/admin/*; unset = admin API off.  `liveness admin-key`.
     admin_key_sha256: str | None = None
     db_path: Path = Path("data/liveness.sqlite3")
+    # Routes a caller may use without any credential, each charged to the key it names (a key_id
+    # or a key's name): for clients that cannot send a key (FindFace's curl, Liveness_service's
+    # browser pages), on trusted networks only.  A path, or a prefix ending in "*"
+    # ("/status/*"); JSON object in the environment.  A request that does send a credential is
+    # judged by it; revoking the named key closes its routes.  Off (empty) by default.
+    anonymous_routes: dict[Annotated[str, Field(pattern=r"^/")], Annotated[str, Field(min_length=1)]] = {}
     mongodb_uri: str | None = None
     # A reserved unit not committed or refunded within this (its process died mid-request) is given
     # back by the sweep (liveness.admission).  Keep it well above the 30 s request timeout.

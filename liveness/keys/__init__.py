@@ -16,6 +16,7 @@ from .base import (
     Prepaid,
     Principal,
     Reservation,
+    RouteKey,
     Usage,
     bucket_for,
     hash_key,
@@ -24,7 +25,7 @@ from .sqlite_store import SqliteKeyStore
 
 __all__ = [
     "DEFAULT_PERIOD", "PERIODS", "Clock", "Credential", "IssuedKey", "KeyInfo", "KeyLookupError",
-    "KeyStore", "Period", "Prepaid", "Principal", "Reservation", "Usage", "bucket_for", "hash_key", "SqliteKeyStore",
+    "KeyStore", "Period", "Prepaid", "Principal", "Reservation", "RouteKey", "Usage", "bucket_for", "hash_key", "SqliteKeyStore",
     "open_key_store",
 ]
 

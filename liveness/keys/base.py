@@ -123,8 +123,19 @@ class Prepaid(Principal):
     session_id: str = ""
 
 
-# What a front end hands the core: a raw API key (HTTP), a ``Principal`` (gRPC token), or None.
-Credential = str | Principal | None
+@dataclass(frozen=True)
+class RouteKey:
+    """A caller that sent no credential on a route the operator opened to such callers
+    (``anonymous_routes``: trusted networks only), charged to the key ``ref`` names (a key_id or a
+    key's name).  Resolved by the store on every request, so revoking that key closes the route
+    and a key created after start-up is found."""
+
+    ref: str
+
+
+# What a front end hands the core: a raw API key (HTTP), a ``Principal`` (gRPC token), a
+# ``RouteKey`` (an open route), or None.
+Credential = str | Principal | RouteKey | None
 
 
 class KeyLookupError(LookupError):
@@ -309,13 +320,25 @@ class KeyStore(ABC):
     def reserve_id(self, key_id: str) -> Reservation:
         """``reserve`` for a caller identified by key_id: same atomic charge, same errors."""
 
+    def _named(self, credential: Credential) -> Credential:
+        """A ``RouteKey`` as the ``Principal`` of the key it names; other credentials as they are."""
+        if not isinstance(credential, RouteKey):
+            return credential
+        try:
+            return Principal(self.get(credential.ref).key_id)
+        except KeyLookupError:
+            raise LivenessError(INVALID_API_KEY, "This route's anonymous key does not exist (anonymous_routes).",
+                                {"key": credential.ref}) from None
+
     def authenticate_credential(self, credential: Credential) -> KeyInfo:
         """The caller's key if it is valid (not revoked), spent quota or not."""
+        credential = self._named(credential)
         if isinstance(credential, (Prepaid, Principal)):
             return self.authenticate_id(credential.key_id)
         return self.authenticate(credential)
 
     def check_credential(self, credential: Credential) -> KeyInfo:
+        credential = self._named(credential)
         if isinstance(credential, Prepaid):
             return self.authenticate_id(credential.key_id)
         if isinstance(credential, Principal):
@@ -323,6 +346,7 @@ class KeyStore(ABC):
         return self.check(credential)
 
     def reserve_credential(self, credential: Credential) -> Reservation:
+        credential = self._named(credential)
         if isinstance(credential, Prepaid):
             raise ValueError("a Prepaid caller is never charged")
         if isinstance(credential, Principal):
