@@ -20,6 +20,7 @@ from liveness.detection.base import DetectorModule, Face
 from liveness.detection.choose import choose_face
 from liveness.detection.modules import detector_from_config
 from liveness.detection.yunet import YuNet
+from liveness.errors import NO_FACE, LivenessError
 from liveness.imaging import DecodedImage, ImageLimits, decode_image
 from liveness.inference.base import InferenceBackend
 from liveness.inference.repository import LocalRepository, ModelConfig, ModelVersion
@@ -139,10 +140,28 @@ class PassivePipeline:
     async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _decode_and_prepare(self, data: bytes | Callable[[], bytes]) -> tuple[DecodedImage, np.ndarray, Any]:
-        img = decode_image(data() if callable(data) else data, self.limits)
+    def _decode_and_prepare(self, data: bytes | Callable[[], bytes]) -> tuple[DecodedImage, bytes, np.ndarray, Any]:
+        raw = data() if callable(data) else data
+        img = decode_image(raw, self.limits, min_long_side=self.settings.decode_min_side or None)
         x, meta = self.detector.preprocess(img.bgr)
-        return img, x, meta
+        return img, raw, x, meta
+
+    def finest_needed(self, face: Face, width: int, height: int, scale: int) -> int:
+        """The coarsest decode (``scale`` or finer, powers of two) at which ``face``, found in a
+        ``width`` x ``height`` decode at ``scale``, keeps a shorter side of at least
+        2 x ``min_face_size`` (the detector boxes small faces less exactly) and every classifier's
+        crop at least the model's input size (never upsampled from a coarse decode)."""
+        if scale == 1:
+            return 1
+        side = max(face.w, face.h)
+        bound = scale * min(
+            min(face.w, face.h) / (2 * self.settings.min_face_size),
+            *(min(c.spec.crop_scale * side, max(width, height)) / c.spec.input_size for c in self.classifiers),
+        )
+        fine = scale
+        while fine > 1 and fine > bound:
+            fine //= 2
+        return fine
 
     def _choose_and_crop(self, faces: list[Face], bgr: np.ndarray) -> tuple[Face, list[np.ndarray]]:
         face = choose_face(faces, self.settings.multi_face_policy, self.settings.multi_face_min_area_ratio)
@@ -151,11 +170,39 @@ class PassivePipeline:
     async def prepare(self, data: bytes | Callable[[], bytes], versions: Mapping[str, int]) -> PreparedFace:
         """Decode, detect, choose the face and crop: everything that can fail on bad input.
 
-        ``data`` may be a callable (e.g. base64 decoding), run off the event loop with decoding."""
+        ``data`` may be a callable (e.g. base64 decoding), run off the event loop with decoding.
+        A big JPEG is decoded reduced (``decode_min_side``); when the face it holds is too small
+        for that (``finest_needed``) the image is decoded and searched again as finely as the
+        face needs, so small faces are judged as a full decode would.  The face comes back in
+        the full image's pixels."""
         t0 = time.perf_counter()
-        img, x, meta = await self._cpu(self._decode_and_prepare, data)
+        img, raw, x, meta = await self._cpu(self._decode_and_prepare, data)
         t1 = time.perf_counter()
-        return await self._detect(img.bgr, x, meta, (img.width, img.height), {"decode": t1 - t0}, t1, versions)
+        timings = {"decode": t1 - t0}
+        size = (img.width, img.height)
+        try:
+            prepared = await self._detect(img.bgr, x, meta, size, timings, t1, versions, img.scale)
+        except LivenessError as err:
+            if img.scale == 1 or err.code != NO_FACE.code:
+                raise
+            fine = 1  # a face the coarse decode hides (tiny, blurred): look again in full
+        else:
+            if img.scale == 1:
+                return prepared
+            small = prepared.face.scaled(1 / img.scale)
+            fine = self.finest_needed(small, img.bgr.shape[1], img.bgr.shape[0], img.scale)
+            if fine == img.scale:
+                return prepared
+        t2 = time.perf_counter()
+        finer, x, meta = await self._cpu(self._redecode, raw, fine)
+        t3 = time.perf_counter()
+        timings = {"decode": timings["decode"] + t3 - t2, "detect": t2 - t1}  # the first search counts too
+        return await self._detect(finer.bgr, x, meta, size, timings, t3, versions, fine)
+
+    def _redecode(self, raw: bytes, scale: int) -> tuple[DecodedImage, np.ndarray, Any]:
+        img = decode_image(raw, self.limits, scale=scale)
+        x, meta = self.detector.preprocess(img.bgr)
+        return img, x, meta
 
     async def prepare_bgr(self, bgr: np.ndarray, versions: Mapping[str, int]) -> PreparedFace:
         t0 = time.perf_counter()
@@ -171,15 +218,18 @@ class PassivePipeline:
         timings: dict[str, float],
         t1: float,
         versions: Mapping[str, int],
+        scale: int = 1,
     ) -> PreparedFace:
+        """Acquire, choose and crop in ``bgr`` (a decode reduced by ``scale``); the face comes
+        back in full-image pixels (``size``)."""
         def infer(model: str, inputs: np.ndarray):
             return self.backend.infer(model, inputs, versions[model])
 
         found = await self.acquirer.acquire(bgr, x, meta, infer, self._cpu)
         face, crops = await self._cpu(self._choose_and_crop, found.faces, bgr)
-        timings["detect"] = time.perf_counter() - t1
+        timings["detect"] = timings.get("detect", 0.0) + time.perf_counter() - t1
         return PreparedFace(
-            face, len(found.faces), tuple(crops), size, timings,
+            face.scaled(scale), len(found.faces), tuple(crops), size, timings,
             tuple(self.backend.version_info(m, versions[m]) for m in found.models), found.source_of(face),
         )
 

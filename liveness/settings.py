@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # Input limits, checked before any pixel is decoded
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
+    # A JPEG is decoded at 1/2, 1/4 or 1/8 in the DCT domain (several times cheaper) when its
+    # longer side stays at least this; a face too small at that scale (under 2 x min_face_size,
+    # or a classifier crop under its input size) is searched again in a finer decode, and an image
+    # without a face in full.  0: always decode in full (the exact reference pipeline).
+    decode_min_side: int = Field(640, ge=0)
     # Decode memory (liveness/imaging/memory.py), from the header: width x height x channels x bytes
     # per sample, twice (OpenCV's buffer and result).  One image may take max_decode_mb (40 Mpx
     # of 16-bit RGBA fit); all decodes of a worker together decode_memory_mb, a decode waits at

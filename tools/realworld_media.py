@@ -14,6 +14,10 @@ conditions from a dev image or a dev video frame, deterministically (no randomne
 * ``exif_rotated``: the pixels stored rotated and an EXIF Orientation tag that undoes it, as
   phones write portrait photos (orientation 6 = stored 90 degrees counter-clockwise).
 * ``png_alpha`` (8-bit RGBA, opaque face, transparent corners) and ``png16`` (16-bit RGB).
+* ``phone_photo``: a selfie as a phone camera writes it: the source reframed (face at 45% of the
+  width, bicubic upscale) to 2, 5, 8 or 12 MP in 3:4 portrait, re-encoded at quality 90 (phone
+  cameras write 85-95); the 8 and 12 MP ones stored landscape with EXIF Orientation 6, as rear
+  and most front cameras do.  ``phone_mix`` is the benchmark's and the decode tests' set.
 
 Face boxes for the crops come from OpenCV's own YuNet (``cv2.FaceDetectorYN`` on the upstream
 file in ../shared/models), not from the service's code under test.  ``dev_realworld_set`` is the
@@ -140,6 +144,24 @@ def realworld_set(sources: dict[str, tuple[np.ndarray, Box]], labels: dict[str, 
     return out
 
 
+# Megapixels -> (width, height) of a 3:4 portrait photo (common phone sensor sizes).
+PHONE_SIZES = {2: (1224, 1632), 5: (1944, 2592), 8: (2448, 3264), 12: (3024, 4032)}
+PHONE_FACE_FRACTION = 0.45
+
+
+def phone_photo(bgr: np.ndarray, box: Box, megapixels: int, quality: int = 90) -> bytes:
+    """``bgr`` as a phone selfie of ``megapixels`` (``PHONE_SIZES``), 8 MP and up EXIF-rotated."""
+    framed = reframe(bgr, box, PHONE_FACE_FRACTION, PHONE_SIZES[megapixels])
+    return exif_rotated(framed, 6, quality) if megapixels >= 8 else jpeg(framed, quality)
+
+
+def phone_mix(sources: dict[str, tuple[np.ndarray, Box]], labels: dict[str, str] | None = None,
+              megapixels: tuple[int, ...] = tuple(PHONE_SIZES)) -> list[Sample]:
+    """Every source as a phone photo of every size in ``megapixels``."""
+    return [Sample(f"{name}@{mp}MP", phone_photo(bgr, box, mp), "phone_photo", (labels or {}).get(name, "real"), name)
+            for name, (bgr, box) in sources.items() for mp in megapixels]
+
+
 def opencv_face_box(bgr: np.ndarray, yunet_onnx: Path) -> Box:
     """The biggest face by OpenCV's FaceDetectorYN (independent of the service's detectors)."""
     h, w = bgr.shape[:2]
@@ -181,6 +203,11 @@ def dev_sources(media: Path, models: Path) -> tuple[dict[str, tuple[np.ndarray, 
 def dev_realworld_set(media: Path, models: Path) -> list[Sample]:
     sources, labels = dev_sources(media, models)
     return realworld_set(sources, labels)
+
+
+def dev_phone_mix(media: Path, models: Path, megapixels: tuple[int, ...] = tuple(PHONE_SIZES)) -> list[Sample]:
+    sources, labels = dev_sources(media, models)
+    return phone_mix(sources, labels, megapixels)
 
 
 DEV_ATTACKS = {"F1": "print", "F2": "replay"}

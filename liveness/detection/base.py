@@ -28,6 +28,13 @@ class Face:
     def bbox(self) -> tuple[float, float, float, float]:
         return (self.x, self.y, self.w, self.h)
 
+    def scaled(self, k: float) -> "Face":
+        """The same face in an image ``k`` times as large (box and keypoints; score unchanged)."""
+        if k == 1:
+            return self
+        kp = None if self.keypoints is None else np.asarray(self.keypoints, np.float32) * np.float32(k)
+        return Face(self.x * k, self.y * k, self.w * k, self.h * k, self.score, kp)
+
     def rectangle(self) -> dict[str, int]:
         """Whole pixels, in the top/left/width/height shape Azure Face answers with."""
         return {"top": round(self.y), "left": round(self.x), "width": round(self.w), "height": round(self.h)}

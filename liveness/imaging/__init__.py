@@ -7,6 +7,7 @@ from liveness.imaging.decode import (
     apply_orientation,
     decode_image,
     decode_image_file,
+    jpeg_reduction,
     sniff_format,
     strip_data_uri_and_b64decode,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "apply_orientation",
     "decode_image",
     "decode_image_file",
+    "jpeg_reduction",
     "sniff_format",
     "strip_data_uri_and_b64decode",
 ]

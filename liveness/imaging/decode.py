@@ -18,6 +18,12 @@ Pipeline (every step is cheap until the last one):
       ``benchmarks/bench_decode.py``) with ``IMREAD_IGNORE_ORIENTATION``; the EXIF orientation
       parsed in (c) is then applied exactly once by us, identically for all three formats
       (OpenCV itself would honour it for JPEG and PNG but not WebP).
+   e. optionally (``min_long_side``) a JPEG is decoded at 1/2, 1/4 or 1/8 of its size in the DCT
+      domain (libjpeg's scaled IDCT, OpenCV's ``IMREAD_REDUCED_COLOR_*``): the largest reduction
+      whose longer side stays at least ``min_long_side``, chosen from the header.  A 12 MP phone
+      photo then costs about half the decode time and an eighth of the memory; PNG and WebP
+      have no such mode in OpenCV and are decoded in full.  ``DecodedImage.scale`` says how far
+      the pixels were reduced; ``width``/``height`` stay the full image's.
 
 Why the structural parse is needed: libjpeg silently pads a damaged entropy-coded segment
 and OpenCV returns the half-grey result (it only prints "Corrupt JPEG data" to stderr), so
@@ -84,6 +90,7 @@ __all__ = [
     "sniff_format",
     "decode_image",
     "decode_image_file",
+    "jpeg_reduction",
     "SUPPORTED_FORMATS",
 ]
 
@@ -109,6 +116,9 @@ class DecodedImage:
     height: int  # after orientation
     orientation: int  # EXIF orientation that was applied (1 = none)
     nbytes: int  # size of the encoded image
+    # DCT-domain reduction of ``bgr`` (1, 2, 4, 8): full-image pixel = bgr pixel x scale.
+    # ``width``/``height`` are the full image's (after orientation) whatever the scale.
+    scale: int = 1
 
 
 _DEFAULT_LIMITS = ImageLimits()
@@ -696,23 +706,39 @@ def _band_to_bgr(band: np.ndarray, channels: int) -> np.ndarray:
     return cv2.multiply(bgr, cv2.merge((alpha, alpha, alpha)), scale=1 / 255.0)
 
 
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def jpeg_reduction(width: int, height: int, min_long_side: int | None) -> int:
+    """The DCT-domain reduction (1, 2, 4 or 8) of a ``width`` x ``height`` JPEG: the largest whose
+    longer side stays at least ``min_long_side`` (None or 0: 1, a full decode)."""
+    if not min_long_side:
+        return 1
+    long_side = max(width, height)
+    return next((f for f in (8, 4, 2) if long_side // f >= min_long_side), 1)
+
+
 def decode_image(
-    data: bytes, limits: ImageLimits = _DEFAULT_LIMITS, memory: DecodeMemory | None = None
+    data: bytes, limits: ImageLimits = _DEFAULT_LIMITS, memory: DecodeMemory | None = None,
+    min_long_side: int | None = None, scale: int | None = None,
 ) -> DecodedImage:
     """Validate and decode an encoded JPEG/PNG/WebP into an oriented BGR array.
 
     All limits are checked from the bytes and the container headers before any pixel is
     decoded; the decode then takes its memory from ``memory`` (default: the process's pool,
-    ``liveness.imaging.memory``).  Only ``LivenessError`` is raised.
+    ``liveness.imaging.memory``).  A JPEG is reduced in the DCT domain by ``scale`` when given,
+    else as far as ``min_long_side`` allows (``jpeg_reduction``); other formats are decoded in
+    full.  Only ``LivenessError`` is raised.
     """
     return parse_refusing(
-        lambda: _decode(data, limits, memory),
+        lambda: _decode(data, limits, memory, min_long_side, scale),
         (IMAGE_TOO_MANY_PIXELS, "image is too large to decode"),
         (CORRUPT_IMAGE, "image could not be decoded"),
     )
 
 
-def _decode(data, limits: ImageLimits, memory: DecodeMemory | None) -> DecodedImage:
+def _decode(data, limits: ImageLimits, memory: DecodeMemory | None, min_long_side: int | None = None,
+            scale: int | None = None) -> DecodedImage:
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
     elif data is not None and not isinstance(data, bytes):
@@ -738,6 +764,9 @@ def _decode(data, limits: ImageLimits, memory: DecodeMemory | None) -> DecodedIm
         raise
     except (IndexError, struct.error, ValueError):
         raise _corrupt(f"{fmt.upper()} structure is invalid or truncated") from None
+    reduce = 1
+    if fmt == "jpeg":
+        reduce = scale if scale in _REDUCED else jpeg_reduction(header.width, header.height, min_long_side)
     cost = decode_cost(header)
     if cost > limits.max_decode_bytes:
         mib = 1024 * 1024
@@ -747,15 +776,21 @@ def _decode(data, limits: ImageLimits, memory: DecodeMemory | None) -> DecodedIm
             f"{cost // mib} MiB; the limit is {limits.max_decode_bytes // mib} MiB",
             width=header.width, height=header.height, decode_bytes=cost, max_decode_bytes=limits.max_decode_bytes,
         )
-    with (memory or default_decode_memory()).hold(cost):
-        img = _pixels(data, fmt, header)
-    h, w = img.shape[:2]
+    # The limit is the full image's (a reduced decode of a bomb is still refused); the pool is
+    # charged what this decode takes.
+    with (memory or default_decode_memory()).hold(cost // (reduce * reduce)):
+        img = _pixels(data, fmt, header, reduce)
+    w, h = header.width, header.height
+    if header.orientation >= 5:  # 5-8 swap the sides
+        w, h = h, w
     return DecodedImage(bgr=img, format=fmt, width=int(w), height=int(h), orientation=header.orientation,
-                        nbytes=nbytes)
+                        nbytes=nbytes, scale=reduce)
 
 
-def _pixels(data: bytes, fmt: str, header: _Header) -> np.ndarray:
+def _pixels(data: bytes, fmt: str, header: _Header, reduce: int = 1) -> np.ndarray:
     width, height, orientation, has_alpha, grey_key = header[:5]
+    if reduce > 1:  # libjpeg's scaled output rounds up
+        width, height = -(-width // reduce), -(-height // reduce)
     buf = np.frombuffer(data, dtype=np.uint8)
     if has_alpha:
         raw = cv2.imdecode(buf, _FLAGS_ALPHA)
@@ -764,7 +799,7 @@ def _pixels(data: bytes, fmt: str, header: _Header) -> np.ndarray:
         img = None if raw is None else _to_bgr_over_black(raw)
         del raw  # before the orientation copy: the peak is decode + result, not more
     else:
-        img = cv2.imdecode(buf, _FLAGS_COLOR)
+        img = cv2.imdecode(buf, (_REDUCED[reduce] | cv2.IMREAD_IGNORE_ORIENTATION) if reduce > 1 else _FLAGS_COLOR)
     if img is None:
         raise _corrupt(f"{fmt.upper()} image data is corrupt or truncated")
     if img.shape[0] != height or img.shape[1] != width:
