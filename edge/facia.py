@@ -38,7 +38,8 @@ def selfie_bytes(doc: dict[str, Any], limits: ImageLimits) -> bytes:
 
 def response(result: LivenessResult) -> dict[str, Any]:
     return {
-        "liveness_result": {"is_live": int(result.is_live), "liveness_score": round(result.score, 4)},
+        # Full precision, as FACIA answers (docs/COMPATIBILITY.md "FACIA"): no rounding here.
+        "liveness_result": {"is_live": int(result.is_live), "liveness_score": float(result.score)},
         "message": "Success",
     }
 

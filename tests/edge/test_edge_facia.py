@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from edge import apis, facia
@@ -71,13 +72,15 @@ def result(is_live: bool, score: float) -> LivenessResult:
     return LivenessResult(is_live, score, 0.5, Face(1, 2, 3, 4, 0.9), 1, (), {}, (), (10, 10))
 
 
-def test_success_body_is_an_int_flag_and_a_4_decimal_score():
+def test_success_body_is_an_int_flag_and_the_full_precision_score():
     assert facia.SUCCESS_STATUS == 201
-    assert facia.response(result(True, 0.99364)) == {
-        "liveness_result": {"is_live": 1, "liveness_score": 0.9936}, "message": "Success"}
+    assert facia.response(result(True, 0.9935680164951683)) == {
+        "liveness_result": {"is_live": 1, "liveness_score": 0.9935680164951683}, "message": "Success"}
     body = facia.response(result(False, 0.072331))
-    assert body["liveness_result"] == {"is_live": 0, "liveness_score": 0.0723}
+    assert body["liveness_result"] == {"is_live": 0, "liveness_score": 0.072331}
     assert type(body["liveness_result"]["is_live"]) is int
+    assert type(body["liveness_result"]["liveness_score"]) is float  # a numpy float would not serialise
+    assert type(facia.response(result(True, np.float32(0.75)))["liveness_result"]["liveness_score"]) is float
 
 
 @pytest.mark.parametrize(("kind", "status", "body"), [
@@ -123,8 +126,11 @@ def core(make_core):
 def test_a_verdict_is_201_and_charges_one_unit(core):
     key = core.keys.create("facia", 5).raw_key
     status, body, _ = post(Svc(core), {"hash_id": key, "selfie_image": b64(jpeg())})
-    assert status == 201
-    assert body == {"liveness_result": {"is_live": 1, "liveness_score": 0.9}, "message": "Success"}
+    assert status == 201 and body["message"] == "Success" and body["liveness_result"]["is_live"] == 1
+    # The fused score as the pipeline computed it, unrounded: the native answer's score, which
+    # rounds to 6 decimals, agrees with it to that precision.
+    score = body["liveness_result"]["liveness_score"]
+    assert score == pytest.approx(0.9, abs=1e-6) and set(body["liveness_result"]) == {"is_live", "liveness_score"}
     assert used(core, "facia") == 1
     status, body, _ = post(Svc(core), {"hash_id": key, "selfie_image": "data:image/jpeg;base64," + b64(jpeg(seed=1))})
     assert status == 201 and used(core, "facia") == 2
@@ -134,7 +140,8 @@ def test_a_spoof_is_201_with_is_live_0(make_core):
     core = make_core(backend=FakeBackend(retinaface=retinaface_responder([FACE]), minifasnet_v2=0.1, minifasnet_v1se=0.2))
     key = core.keys.create("facia", 5).raw_key
     status, body, _ = post(Svc(core), {"hash_id": key, "selfie_image": b64(jpeg())})
-    assert (status, body["liveness_result"]) == (201, {"is_live": 0, "liveness_score": 0.15})
+    assert (status, body["liveness_result"]["is_live"]) == (201, 0)
+    assert body["liveness_result"]["liveness_score"] == pytest.approx(0.15, abs=1e-6)
     assert used(core, "facia") == 1
 
 
