@@ -16,7 +16,7 @@ TRITON_PINS  := nvidia-pytriton==0.7.0 numpy==1.26.4 onnxruntime==1.32.0
 TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell echo '$(TRITON_PINS)' | sha256sum | cut -c1-12)
 
 # gRPC code (docs/GRPC.md) is generated, never committed: edge/_proto is gitignored.
-PROTO     := proto/liveness/bws/v1/liveness.proto
+PROTO     := proto/liveness/bws/v1/liveness.proto proto/bioid/services/v1/bws.proto
 PROTO_OUT := edge/_proto/SOURCE_SHA256
 
 .PHONY: install proto models serve test bench loadtest clean triton triton-venv triton-repo serve-triton browser

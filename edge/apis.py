@@ -172,9 +172,11 @@ async def video_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
         flags = {"return_photo": req.return_photo, "return_normalized": req.return_normalized}
         key = _caller(svc, ctx, req.api_key)
         if is_session_token(key):
+            video_api.refuse_detection_for_sessions(req)
             out = await flows.video_attempt(_sessions(svc), key, req.video, req.content_type, **flags)
             return session_answer(ctx, "session_video", out, request_id, video_api.video_response)
-        result = await check_video(svc.core, key, req.video(), req.content_type, **flags)
+        result = await check_video(svc.core, key, req.video(), req.content_type, **flags,
+                                   return_detection=req.return_detection)
         doc = video_api.video_response(result, request_id)
         metrics.decision("video", doc["decision"])
         return render.answer(ctx, 200, doc)
@@ -200,7 +202,7 @@ async def challenge_start(svc: Any, body: bytes, ctx: Ctx) -> Response:
             authorise_admin(ctx.request.headers, svc.core.settings.admin_key_sha256)
         return await svc.challenges.start(key, challenges, admin=challenges is not None)
 
-    return await _guard(ctx, "challenge_start", call)
+    return await _guard(ctx, "challenge_start", call, success=False)  # Liveness_service's flag, beside our envelope
 
 
 async def challenge_process(svc: Any, body: bytes, ctx: Ctx) -> Response:
@@ -214,7 +216,7 @@ async def challenge_process(svc: Any, body: bytes, ctx: Ctx) -> Response:
             return await flows.challenge_process(_sessions(svc), key, doc.get("session_id"), frame)
         return await svc.challenges.process(key, doc.get("session_id"), frame)
 
-    return await _guard(ctx, "challenge_process", call)
+    return await _guard(ctx, "challenge_process", call, success=False)  # Liveness_service's flag, beside our envelope
 
 
 async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
@@ -231,7 +233,7 @@ async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
             metrics.decision("challenge_complete", done["verdict"])
         return done
 
-    return await _guard(ctx, "challenge_complete", call)
+    return await _guard(ctx, "challenge_complete", call, success=False)  # Liveness_service's flag, beside our envelope
 
 
 # -- app-server sessions and face verification (liveness.sessions; README "Sessions") -----------

@@ -21,6 +21,9 @@ server -> client (text, JSON)
                                                   session sends results to the client, and "session"
   {"type": "error", "code", "message", "status"}  then close (see ``close_code``)
 
+The per-connection flow (``Channel``, ``driver_for``, ``parse_start``) is shared with the
+Socket.IO endpoint (edge.challenge_socketio), which words its events as Liveness_service did.
+
 Frames that arrive faster than ``min_frame_interval`` (on the injected ``clock``) or while the
 previous frame is still being processed are dropped (a feedback event with reason
 "frame_too_fast"), never queued: the client is live video, so the newest frame is the one worth
@@ -39,7 +42,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -194,13 +198,41 @@ def _result_event(done: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-class _Channel:
-    """One connected client: sends are serialised, frames are analysed one at a time."""
+def error_event(err: LivenessError) -> dict[str, Any]:
+    return {"type": "error", "code": err.code, "message": err.message, "status": err.status}
 
-    def __init__(self, ws: WebSocket, min_frame_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ws = ws
+
+@dataclass(frozen=True)
+class Events:
+    """How a channel words its events (each gets the service's answer, returns the event with its
+    ``type``): this socket's compact ones by default; the Socket.IO channel's carry every field of
+    the matching REST answer (edge.challenge_socketio)."""
+
+    challenge: Callable[[dict[str, Any]], dict[str, Any]] = _challenge_event
+    feedback: Callable[[dict[str, Any]], dict[str, Any]] = _feedback_event
+    result: Callable[[dict[str, Any]], dict[str, Any]] = _result_event
+    error: Callable[[LivenessError], dict[str, Any]] = error_event
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]   # delivers one event to the client (if still there)
+_KEPT = ("instruction", "current_step", "total_steps", "challenge")  # what a dropped frame's feedback repeats
+
+
+class Channel:
+    """One connected client of a real-time transport (this WebSocket, or Socket.IO): sends are
+    serialised, frames are analysed one at a time; a frame that comes too soon or while one is
+    being analysed is dropped with a ``frame_too_fast`` feedback.  ``finished`` is set when the
+    result was sent or the session failed (``failure``: what to report).  ``recoverable(err)``:
+    whether a frame's error only costs that frame (an error event; the session goes on) instead
+    of ending the channel (the default: every error ends it)."""
+
+    def __init__(self, send: Send, min_frame_interval: float, clock: Callable[[], float] = time.monotonic, *,
+                 events: Events = Events(), recoverable: Callable[[LivenessError], bool] = lambda err: False) -> None:
+        self._deliver = send
         self.min_frame_interval = min_frame_interval
         self.clock = clock
+        self.events = events
+        self.recoverable = recoverable
         self.send_lock = asyncio.Lock()
         self.driver: _KeyDriver | _TokenDriver | None = None
         self.session_id = ""
@@ -212,22 +244,22 @@ class _Channel:
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self.send_lock:
-            if self.ws.application_state == WebSocketState.CONNECTED:
-                await self.ws.send_text(json.dumps(event))
+            await self._deliver(event)
 
     async def start(self, driver: _KeyDriver | _TokenDriver) -> None:
         self.driver = driver
         started = await driver.start()
         self.session_id = started["session_id"]
-        self.state = {k: started.get(k) for k in ("instruction", "current_step", "total_steps")}
-        await self.send(_challenge_event(started))
+        self.state = {k: started.get(k) for k in _KEPT}
+        await self.send(self.events.challenge(started))
 
     def busy(self) -> bool:
         return self.worker is not None and not self.worker.done()
 
     async def dropped(self) -> None:
-        await self.send(_feedback_event({
-            **self.state, "face_detected": None, "step_completed": False,
+        await self.send(self.events.feedback({
+            **self.state, "session_id": self.session_id, "face_detected": None, "step_completed": False,
+            "verification_complete": False, "verification_failed": False,
             "reason": FRAME_TOO_FAST, "passive_score": None,
         }))
 
@@ -244,15 +276,18 @@ class _Channel:
             try:
                 out = await self.driver.process(self.session_id, data)
             except LivenessError as err:
-                if err.code != FRAME_TOO_FAST:  # the service's own rate limit: drop, don't fail
+                if err.code == FRAME_TOO_FAST:  # the service's own rate limit: drop, don't fail
+                    await self.dropped()
+                    return
+                if not self.recoverable(err):
                     raise
-                await self.dropped()
+                await self.send(self.events.error(err))  # this frame only: the session goes on
                 return
-            self.state = {k: out.get(k, self.state.get(k)) for k in ("instruction", "current_step", "total_steps")}
-            await self.send(_feedback_event(out))
+            self.state = {k: out.get(k, self.state.get(k)) for k in _KEPT}
+            await self.send(self.events.feedback(out))
             if out.get("verification_complete") or out.get("verification_failed"):
                 done = await self.driver.complete(self.session_id)
-                await self.send(_result_event(done))
+                await self.send(self.events.result(done))
                 self.finished.set()
         except BaseException as e:  # noqa: BLE001 - handed to the receive loop, which reports it
             self.failure = e
@@ -276,7 +311,7 @@ async def _receive(ws: WebSocket, timeout: float) -> dict[str, Any]:
 
 
 async def _fail(ws: WebSocket, err: LivenessError, send_lock: asyncio.Lock | None = None) -> None:
-    event = {"type": "error", "code": err.code, "message": err.message, "status": err.status}
+    event = error_event(err)
     lock = send_lock or asyncio.Lock()
     async with lock:
         if ws.application_state == WebSocketState.CONNECTED:
@@ -287,8 +322,10 @@ async def _fail(ws: WebSocket, err: LivenessError, send_lock: asyncio.Lock | Non
                 pass
 
 
-def _driver(start: dict[str, Any], service: Any, get_sessions: ServiceGetter,
-            admin_key_sha256: str | None) -> _KeyDriver | _TokenDriver:
+def driver_for(start: dict[str, Any], service: Any, get_sessions: ServiceGetter,
+               admin_key_sha256: str | None) -> _KeyDriver | _TokenDriver:
+    """The flow a validated start (``parse_start``) asks for: an app-server session's attempt for
+    an ``auth_token``, else the API key's own session (admin options checked first)."""
     if start["auth_token"] is not None:
         return _TokenDriver(require_sessions(get_sessions()), start["auth_token"])
     if start["admin_key"] is not None:
@@ -312,7 +349,12 @@ def challenge_ws_routes(
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
-        channel: _Channel | None = None
+        channel: Channel | None = None
+
+        async def deliver(event: dict[str, Any]) -> None:
+            if ws.application_state == WebSocketState.CONNECTED:
+                await ws.send_text(json.dumps(event))
+
         try:
             service = get_service()
             if service is None:
@@ -321,8 +363,8 @@ def challenge_ws_routes(
             if msg.get("text") is None:
                 raise LivenessError(INVALID_REQUEST, 'Send {"type": "start", ...} as text before any frame.')
             start = parse_start(msg["text"])
-            channel = _Channel(ws, min_frame_interval, clock)
-            await channel.start(_driver(start, service, get_sessions, admin_key_sha256()))
+            channel = Channel(deliver, min_frame_interval, clock)
+            await channel.start(driver_for(start, service, get_sessions, admin_key_sha256()))
             limit = max_frame_bytes()
             while not channel.finished.is_set():
                 recv = asyncio.ensure_future(_receive(ws, idle_timeout))

@@ -1,4 +1,4 @@
-"""HTTP adapter for active challenges: request parsing.
+"""HTTP adapter for active challenges: request parsing, and the ``GET /health`` answer.
 
 ``POST /start`` {challenges?}, ``POST /process`` {session_id, image}, ``POST /complete``
 {session_id}; key in X-API-Key (or ``Authorization: Bearer``, or ``hash_id`` in the JSON).
@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Mapping
 
 from edge.credentials import api_key_from
@@ -15,6 +17,14 @@ from liveness.errors import INVALID_REQUEST, LivenessError
 from liveness.imaging import ImageLimits
 
 FRAME_FIELDS = ("image", "frame", "image_base64")
+SERVICE_NAME = "liveness"
+
+
+def _release() -> str:
+    try:
+        return version("liveness")
+    except PackageNotFoundError:
+        return "0"
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -40,3 +50,15 @@ def challenges_field(doc: dict[str, Any]) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
         raise LivenessError(INVALID_REQUEST, "'challenges' must be a list of challenge names.")
     return value
+
+
+async def health(core: Any, challenges: Any) -> tuple[dict[str, Any], int]:
+    """``GET /health`` (no key): Liveness_service's fields.  ``active_sessions`` is the
+    server-wide count of live challenge sessions (all keys together, as that service showed it
+    publicly): load, never a tenant's figure; ``max_sessions`` is ``challenge_max_sessions``."""
+    body: dict[str, Any] = {"status": "loading", "service": SERVICE_NAME, "version": _release()}
+    if core is None or not core.ready or challenges is None:
+        return body, 503
+    active = await asyncio.to_thread(challenges.active_sessions)
+    return {**body, "status": "healthy", "active_sessions": active,
+            "max_sessions": challenges.settings.challenge_max_sessions}, 200

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import grpc
 
@@ -30,7 +30,7 @@ from edge.protogen import load
 from liveness.errors import INTERNAL_ERROR, MISSING_IMAGE, MISSING_VIDEO, MULTIPLE_FACES, NO_FACE, NOT_READY, INVALID_REQUEST, LivenessError
 from liveness.keys import Principal
 from liveness.pipeline import FACE_CUT_OFF, FACE_TOO_SMALL, MULTIPLE_FACES_FLAG
-from liveness.tokens import BearerTokens, TokenService, bearer_token, token_service
+from liveness.tokens import TokenService, bearer_token, token_service
 
 if TYPE_CHECKING:
     from liveness.app import LivenessApp
@@ -148,8 +148,16 @@ def video_response(result: Any) -> Any:
 Observe = Callable[[str, str], None]  # (endpoint, outcome)
 
 
-class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
-    def __init__(self, core: "LivenessApp", tokens: BearerTokens | None, observe: Observe | None = None) -> None:
+class TokenVerifier(Protocol):
+    def verify(self, token: str | None) -> str: ...  # -> key_id; raises MISSING_/INVALID_API_KEY
+
+
+class CallFrame:
+    """What every servicer on this server shares per call (ours and BWS 3's, edge/bws_grpc.py):
+    metadata in and out, the bearer JWT -> ``Principal``, the deadline, ``LivenessError`` -> status
+    code, no-face outcomes as answers (``faulted``), metrics.  A servicer overrides the hooks."""
+
+    def __init__(self, core: "LivenessApp", tokens: TokenVerifier | None, observe: Observe | None = None) -> None:
         self.core = core
         self.tokens = tokens  # None: authentication disabled (LIVENESS_AUTH_ENABLED=false)
         self.observe = observe or (lambda endpoint, outcome: None)
@@ -159,13 +167,22 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
             return None
         return Principal(self.tokens.verify(bearer_token(metadata.get("authorization"))))
 
+    def initial_metadata(self, metadata: dict[str, str]) -> list[tuple[str, str]]:
+        """The response's initial metadata; the first entry is the call's jobid."""
+        initial = [("jobid", str(uuid.uuid4()))]
+        if metadata.get("reference-number"):
+            initial.append(("reference-number", metadata["reference-number"]))
+        return initial
+
+    def faulted(self, err: LivenessError) -> Any:
+        """The answer for NO_FACE / MULTIPLE_FACES (a job that ran but could not judge)."""
+        return no_face_response(err)
+
     async def _call(self, request: Any, context: grpc.aio.ServicerContext,
                     work: Callable[[Principal | None], Awaitable[Any]], endpoint: str) -> Any:
         t0 = time.perf_counter()
         metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        initial = [("jobid", str(uuid.uuid4()))]
-        if metadata.get("reference-number"):
-            initial.append(("reference-number", metadata["reference-number"]))
+        initial = self.initial_metadata(metadata)
         await context.send_initial_metadata(initial)
 
         def trailer(*extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
@@ -187,7 +204,7 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
             self.observe(endpoint, err.code)
             if err.kind in (NO_FACE, MULTIPLE_FACES):
                 context.set_trailing_metadata(trailer())
-                return no_face_response(err)
+                return self.faulted(err)
             await context.abort(status_code(err), f"{err.code}: {err.message}",
                                 trailing_metadata=trailer(("error-code", err.code)))
         except _Abort as a:
@@ -201,6 +218,8 @@ class LivenessServicer(pb2_grpc.LivenessWebServiceServicer):
         context.set_trailing_metadata(trailer())
         return response
 
+
+class LivenessServicer(CallFrame, pb2_grpc.LivenessWebServiceServicer):
     async def LivenessDetection(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def work(credential: Principal | None) -> Any:
             images = [item.image for item in request.live_images]
@@ -251,6 +270,9 @@ async def start_grpc_server(
         ("grpc.max_send_message_length", limit),
     ])
     pb2_grpc.add_LivenessWebServiceServicer_to_server(LivenessServicer(core, bearer, observe), server)
+    from edge.bws_grpc import add_bws_servicer  # BioID's BWS 3 contract on the same port (docs/GRPC.md)
+
+    add_bws_servicer(server, core, observe)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)

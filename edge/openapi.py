@@ -16,8 +16,8 @@ function per group of routes.  A new route: add its operation to a group (or a n
 ``document``); tests/edge/test_edge_routes.py fails while a served route is undocumented, and
 tests/e2e/test_openapi.py runs schemathesis against a served Bento with this document.
 
-Not in the document: the WebSocket ``/v1/challenge/ws`` (OpenAPI cannot describe one; README
-"Active challenges"), the demo's static assets under ``/demo/assets/``, and BentoML's own
+Not in the document: the WebSocket ``/v1/challenge/ws`` and the Socket.IO endpoint ``/socket.io/``
+(OpenAPI cannot describe either; README "Active challenges"), the demo's static assets under ``/demo/assets/``, and BentoML's own
 ``/schema.json`` (its client's service description).  Wrong methods on a documented path answer
 405 ``method_not_allowed`` with an ``Allow`` header.
 """
@@ -135,6 +135,9 @@ SECURITY_SCHEMES: dict[str, Any] = {
                               "(JWT, `POST /v1/sessions`) on the client endpoints of its mode."},
     "HashIdQuery": {"type": "apiKey", "in": "query", "name": "hash_id",
                     "description": "The API key in the query string (GET routes)."},
+    "BwsJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "BWS client JWT",
+               "description": "A JWT the BWS client signs itself (HS256 with its base64-decoded client key; sub = iss "
+                              "= client id, aud = \"BWS\"): `liveness keys bws-client KEY`."},
     "AdminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key",
                  "description": "The admin key whose sha256 is `LIVENESS_ADMIN_KEY_SHA256` (`liveness admin-key`)."},
 }
@@ -158,6 +161,7 @@ FACE = (E.NO_FACE, E.MULTIPLE_FACES)
 VIDEO = (E.MISSING_VIDEO, E.EMPTY_VIDEO, E.VIDEO_TOO_LARGE, E.VIDEO_TOO_LONG, E.VIDEO_FPS_TOO_HIGH,
          E.VIDEO_RESOLUTION_TOO_HIGH, E.UNSUPPORTED_VIDEO, E.CORRUPT_VIDEO, E.VIDEO_TIMEOUT)
 BODY = (E.INVALID_REQUEST, E.REQUEST_TIMEOUT)  # a body that is not JSON / multipart, or too slow to arrive
+DETECTION_CAPS = (E.DETECTION_LIMIT, E.TOO_MANY_DETECTIONS)  # return_detection (liveness.detections)
 
 
 def envelope(codes: Iterable[str]) -> Schema:
@@ -264,7 +268,12 @@ VIDEO_RESULT = obj(
         "best_face": nullable(obj(
             {"liveness": NUM, "quality": NUM, "bbox": ref("Edges"), "frame_no": INT, "frame_ts": NUM,
              "photo": b64("The full frame, JPEG; only with return_photo"),
-             "normalized": b64("The 112x112 face, PNG; only with return_normalized")},
+             "normalized": b64("The 112x112 face, PNG; only with return_normalized"),
+             "detection_id": nullable(desc(STR, "Only with return_detection: the id of this face's stored embedding "
+                                                "(`/v1/verify` `detection_id1`/`detection_id2`, this key only, "
+                                                "`detection_ttl_s`); null unless alive")),
+             "detection_reason": desc({"enum": ["not_alive", "no_face_for_recognition"]},
+                                      "Why `detection_id` is null (only then)")},
             ["liveness", "quality", "bbox", "frame_no", "frame_ts"])),
         "frames": arr(ref("VideoFrame")), "frames_selected": INT, "frames_analyzed": INT, "stopped_early": BOOL,
         "errors": arr(obj({"code": {"enum": ["RejectedByPassiveLiveDetection", "FailureToAcquire"]}, "message": STR,
@@ -280,14 +289,19 @@ VIDEO_RESULT = obj(
 
 MODEL_VERSIONS_MAP = {"type": "object", "additionalProperties": INT, "description": "model -> version that decided"}
 CHALLENGE_NAME = {"enum": list(CHALLENGES)}
+SUCCESS = desc(BOOL, "Liveness_service's flag: true on every answer (on the verdict: whether the check passed).")
+CURRENT_CHALLENGE = desc(nullable(CHALLENGE_NAME), "The step being asked for (null once all are done or the session failed).")
 CHALLENGE_START = obj(
-    {"session_id": STR, "instruction": STR, "current_step": INT, "total_steps": INT, "expires_in_minutes": NUM,
+    {"success": {"const": True}, "challenge": CHALLENGE_NAME,
+     "session_id": STR, "instruction": STR, "current_step": INT, "total_steps": INT,
+     "expires_in_minutes": desc(INT, "Whole minutes (Liveness_service's type); `expires_at` is exact."),
      "expires_at": desc(NUM, "Unix time."), "step_timeout_seconds": NUM, "max_fps": NUM,
      "liveness_session_id": desc(STR, "The app-server session (session tokens only)."), "attempt_id": INT},
     ["session_id", "instruction", "current_step", "total_steps", "expires_in_minutes", "expires_at"],
+    description="The session and its first step (a session token's answer also has the attempt).",
 )
-PROGRESS = {"session_id": STR, "current_step": INT, "total_steps": INT, "steps_completed": INT,
-            "expires_in_seconds": NUM}
+PROGRESS = {"success": {"const": True}, "session_id": STR, "current_step": INT, "total_steps": INT,
+            "steps_completed": INT, "challenge": CURRENT_CHALLENGE, "expires_in_seconds": NUM}
 CHALLENGE_FRAME = obj(
     {**PROGRESS, "face_detected": BOOL, "instruction": STR, "step_completed": BOOL, "completed_step": nullable(STR),
      "verification_complete": BOOL, "verification_failed": BOOL, "reason": nullable(STR),
@@ -302,21 +316,29 @@ CHALLENGE_VERDICT = obj(
      "verification_time": NUM, "steps_completed": INT, "total_steps": INT, "completed_steps": arr(STR),
      "passive_score": nullable(NUM), "threshold": NUM, "model_versions": MODEL_VERSIONS_MAP,
      "result_token": desc(STR, "HS256 JWT (`typ: challenge_result`)."), "token_expires_in": NUM,
-     "best_frame": b64("The best frame, JPEG (challenge_return_frame)"), "session": ref("SessionAttemptView")},
+     "best_frame": b64("The best frame, JPEG (challenge_return_frame)"), "session": ref("SessionAttemptView"),
+     "success": SUCCESS, "timestamp": desc(STR, "When the verdict was made, ISO 8601 (UTC)."),
+     "total_blinks": desc(INT, "Blinks seen over the whole session."),
+     "verified_image": nullable(b64("The best frame, JPEG, of a passed session; only with challenge_return_frame, "
+                                    "else null")),
+     "verified_image_path": desc({"type": "null"}, "Always null: no frame is ever written to a file.")},
     ["session_id"],
     description="The verdict (the same one on every call); a session token that hides results gets only "
                 "`session_id` and `session`.",
 )
 CHALLENGE_STATUS = obj(
-    {**PROGRESS, "status": {"enum": ["active", "steps_done", "failed", "completed"]}, "instruction": STR,
+    {**PROGRESS, "created_at": desc(STR, "ISO 8601 (UTC)."),
+     "completed": desc(BOOL, "Every step is done (the session can be completed, or passed)."),
+     "status": {"enum": ["active", "steps_done", "failed", "completed"]}, "instruction": STR,
      "verification_complete": BOOL, "verification_failed": BOOL, "reason": nullable(STR),
      "completed_steps": arr(STR), "frames": INT, "passive_score": nullable(NUM), "verdict": {"enum": ["passed", "failed"]}},
-    ["session_id", "current_step", "total_steps", "status", "instruction", "verification_complete",
-     "verification_failed", "completed_steps", "frames"],
+    ["success", "session_id", "created_at", "completed", "current_step", "total_steps", "status", "instruction",
+     "verification_complete", "verification_failed", "completed_steps", "frames"],
 )
 CHALLENGE_STATS = obj(
     {"active_sessions": INT, "completed_sessions": INT, "failed_sessions": INT, "expired_sessions": INT,
-     "max_sessions": INT, "challenge_pool": arr(CHALLENGE_NAME), "steps_per_session": INT},
+     "max_sessions": INT, "challenge_pool": arr(CHALLENGE_NAME), "steps_per_session": INT,
+     "session_expiry_minutes": INT},
     ["active_sessions", "completed_sessions", "failed_sessions", "expired_sessions"],
     description="Challenge-session counts: every tenant's with the admin key (or without authentication), "
                 "the caller's own with an API key.",
@@ -339,7 +361,9 @@ SESSION_ATTEMPT_VIEW = obj(
                 "results to the client).",
 )
 VERIFY_FACE = obj({"face_rectangle": ref("Rectangle"), "quality_for_recognition": {"enum": ["high", "medium", "low"]},
-                   "reasons": arr(STR)}, ["face_rectangle", "quality_for_recognition", "reasons"])
+                   "reasons": arr(STR),
+                   "detection_id": desc(STR, "/v1/verify: the stored detection this face came from")},
+                  ["face_rectangle", "quality_for_recognition", "reasons"])
 SESSION_CREATED = obj(
     {"session_id": STR, "auth_token": desc(STR, "HS256 JWT (`typ: liveness_session`) for the client."),
      "mode": {"enum": list(MODES)}, "expires_at": desc(STR, "ISO 8601, UTC."), "verify_image": ref("VerifyFace")},
@@ -486,24 +510,33 @@ def liveness_routes() -> dict[str, Any]:
     )
     flag = {"type": "boolean", "default": False}
     flags = [query("return_photo", flag, "Return the best frame as `best_face.photo` (base64 JPEG).  Also 1/yes/on."),
-             query("return_normalized", flag, "Return the 112x112 face as `best_face.normalized` (base64 PNG).")]
+             query("return_normalized", flag, "Return the 112x112 face as `best_face.normalized` (base64 PNG)."),
+             query("return_detection", flag, "FindFace's: keep the live best face's embedding (never the image) for "
+                                             "`detection_ttl_s` and return its id as `best_face.detection_id`, for "
+                                             "`/v1/verify`.  No extra unit; API keys only (not session tokens).")]
     video_body = body({
         **raw("The video itself (the magic bytes decide the container).", *VIDEO_TYPES, OCTETS),
         "multipart/form-data": multipart(
             {"video": desc(BINARY, "The video (`file` works too)."), "return_photo": STR, "return_normalized": STR,
-             "hash_id": HASH_ID}, ["video"], {"video": ", ".join((*VIDEO_TYPES, OCTETS))}),
+             "return_detection": STR, "hash_id": HASH_ID}, ["video"], {"video": ", ".join((*VIDEO_TYPES, OCTETS))}),
     }, text="MP4/QuickTime, 3GP/3G2, WebM or animated GIF, as the body or multipart `video`; JSON is refused.")
     video = operation(
         "video_liveness", "Liveness of a short selfie video", {
             **ok("The clip's verdict (FindFace's shape), or a session client's answer.",
                  {"anyOf": [ref("VideoResult"), ref("SessionClientAnswer")]}, request_id=True),
-            **errors(KEY, SESSION_TOKEN, SERVER, VIDEO, BODY, [E.NO_FACE, E.VERIFICATION_UNAVAILABLE], request_id=True),
+            **errors(KEY, SESSION_TOKEN, SERVER, VIDEO, BODY, [E.NO_FACE, E.VERIFICATION_UNAVAILABLE],
+                     DETECTION_CAPS, request_id=True),
         },
         tags=["Liveness"], security=API_KEY, parameters=[request_id_param(), *flags], body=video_body,
         description="Limits are read from the container before any frame is decoded (docs/VIDEO.md).  A `video` "
                     "session's token runs one attempt of that session.",
     )
     return {"/v1/liveness": {"post": native}, "/v1/video-liveness": {"post": video}}
+
+
+CHALLENGE_ERRORS = ("Errors on /start, /process, /complete and /status add Liveness_service's `success: false` "
+                    "beside the envelope.  The same flow runs over Socket.IO at `/socket.io/` (not an OpenAPI "
+                    "operation; README \"Active challenges\").")
 
 
 def challenge_routes() -> dict[str, Any]:
@@ -519,7 +552,8 @@ def challenge_routes() -> dict[str, Any]:
             {"challenges": desc(arr(CHALLENGE_NAME, minItems=1, maxItems=8),
                                 "Explicit steps instead of a random draw; needs X-Admin-Key."), "hash_id": HASH_ID})}},
             required=False, text="Optional; an empty body draws `challenge_steps` random challenges."),
-        description="One quota unit per session.  A `challenge` session's token starts that session's attempt.",
+        description="One quota unit per session.  A `challenge` session's token starts that session's attempt.  "
+                    + CHALLENGE_ERRORS,
     )
     frame_fields = {"session_id": session_id,
                     "image": b64("One camera frame, JPEG, PNG or WebP (`frame` or `image_base64` work too)"),
@@ -638,21 +672,31 @@ def session_routes() -> dict[str, Any]:
         parameters=[session_id, path_param("attempt", {"type": "integer", "minimum": 0}, "The attempt's id.")],
         description="Only sessions created with `enable_session_image`, for `session_image_retention_s`.",
     )
+    detection_ids = {
+        "detection_id1": desc(STR, "In place of `image1`: a `best_face.detection_id` of this key "
+                                   "(`/v1/video-liveness?return_detection=true`)."),
+        "detection_id2": desc(STR, "In place of `image2`: a `best_face.detection_id` of this key."),
+    }
+    # Each face is an image or a detection id (not both: 400 invalid_request).
+    either = {"allOf": [{"anyOf": [{"required": ["image1"]}, {"required": ["detection_id1"]}]},
+                        {"anyOf": [{"required": ["image2"]}, {"required": ["detection_id2"]}]}]}
     pair = {"image1": desc(BINARY, "The first face (`reference` / `image_a` work too)."),
-            "image2": desc(BINARY, "The second face (`probe` / `image_b`)."), "hash_id": HASH_ID}
+            "image2": desc(BINARY, "The second face (`probe` / `image_b`)."), **detection_ids, "hash_id": HASH_ID}
     verify = operation(
         "verify", "Are two faces the same person?", {
             **ok("The match.", ref("VerifyResult")),
-            **errors(KEY, SERVER, BODY, IMAGE, FACE, [E.VERIFICATION_UNAVAILABLE]),
+            **errors(KEY, SERVER, BODY, IMAGE, FACE, [E.VERIFICATION_UNAVAILABLE, E.DETECTION_NOT_FOUND]),
         },
         tags=["Sessions"], security=API_KEY,
         body=body({
-            "multipart/form-data": multipart(pair, ["image1", "image2"],
-                                             {"image1": ", ".join(IMAGE_TYPES), "image2": ", ".join(IMAGE_TYPES)}),
-            JSON: {"schema": obj({"image1": b64("The first face"), "image2": b64("The second face"), "hash_id": HASH_ID},
-                                 ["image1", "image2"])},
+            "multipart/form-data": {"schema": obj(pair, **either), "encoding": {
+                "image1": {"contentType": ", ".join(IMAGE_TYPES)}, "image2": {"contentType": ", ".join(IMAGE_TYPES)}}},
+            JSON: {"schema": obj({"image1": b64("The first face"), "image2": b64("The second face"), **detection_ids,
+                                  "hash_id": HASH_ID}, **either)},
         }),
-        description="One unit, once both images hold exactly one face; an error names the image (`details.field`).",
+        description="One unit, once both faces are valid: an image holds exactly one face, a detection id is an "
+                    "unexpired detection of this key (another key's, an expired or an unknown id: 404 "
+                    "`detection_not_found`, not charged); an error names the field (`details.field`).",
     )
     return {
         "/v1/sessions": {"post": create, "get": listing},
@@ -709,8 +753,14 @@ def operations_routes() -> dict[str, Any]:
         "/status_check": get("status_check", "FACIA's health check", {
             "200": response("`Service is live`", STR, TEXT), "503": response("`Service is loading`", STR, TEXT)}),
         "/health": get("health", "Health of the challenge service", {
-            "200": response("Ready.", obj({"status": {"const": "healthy"}}, ["status"])),
-            "503": response("Loading.", obj({"status": {"const": "loading"}}, ["status"]))}),
+            "200": response("Ready.", obj(
+                {"status": {"const": "healthy"}, "service": STR, "version": STR,
+                 "active_sessions": desc(INT, "Live challenge sessions of all keys together (server-wide load)."),
+                 "max_sessions": desc(INT, "`challenge_max_sessions`.")},
+                ["status", "service", "version", "active_sessions", "max_sessions"])),
+            "503": response("Loading.", obj({"status": {"const": "loading"}, "service": STR, "version": STR},
+                                            ["status", "service", "version"]))},
+            "Liveness_service's fields; no key needed."),
         "/healthz": get("healthz", "Liveness probe (BentoML)", {"200": response("Alive.", STR, TEXT)}),
         "/livez": get("livez", "Liveness probe (BentoML)", {"200": response("Alive.", STR, TEXT)}),
         "/readyz": get("readyz", "Readiness probe (BentoML): true once the models are loaded", {
@@ -722,6 +772,67 @@ def operations_routes() -> dict[str, Any]:
         "/": get("index", "Swagger UI (BentoML's page)", {"200": response("HTML.", STR, HTML)}),
         "/demo": get("demo", "The browser demo of the active challenge", {"200": response("HTML.", STR, HTML)},
                      "Drives the WebSocket `/v1/challenge/ws` with the camera (README \"Real time\")."),
+    }
+
+
+def bws_routes() -> dict[str, Any]:
+    """BioID BWS 3's JSON API (edge/bws_rest.py, docs/GRPC.md "BioID BWS 3"): BWS's camelCase
+    messages, errors as google.rpc.Status JSON; auth a self-signed BWS client JWT."""
+    point = obj({"x": NUM, "y": NUM}, ["x", "y"])
+    face = obj({"leftEye": point, "rightEye": point, "textureLivenessScore": NUM, "motionLivenessScore": NUM,
+                "movementDirection": NUM}, ["textureLivenessScore", "motionLivenessScore", "movementDirection"])
+    quality = obj({"check": STR, "score": NUM, "message": STR}, ["check", "score", "message"])
+    props = obj({"rotated": INT, "faces": arr(face), "qualityScore": NUM, "qualityAssessments": arr(quality),
+                 "frameNumber": INT}, ["rotated", "faces", "qualityScore", "qualityAssessments", "frameNumber"])
+    job = {"status": {"enum": ["SUCCEEDED", "FAULTED", "CANCELLED"]},
+           "errors": arr(obj({"errorCode": STR, "message": STR}, ["errorCode", "message"])),
+           "imageProperties": arr(props), "live": BOOL}
+    liveness = obj({**job, "livenessScore": NUM}, [*job, "livenessScore"])
+    photo = obj({**job, "photoProperties": props, "verificationLevel": {"enum": [
+        "NOT_RECOGNIZED", "LEVEL_1", "LEVEL_2", "LEVEL_3", "LEVEL_4", "LEVEL_5"]}, "verificationScore": NUM,
+        "livenessScore": NUM}, [*job, "verificationLevel", "verificationScore", "livenessScore"])
+    status = obj({"code": desc(INT, "The gRPC status code (3 INVALID_ARGUMENT, 16 UNAUTHENTICATED, ...)."),
+                  "message": STR, "details": arr(obj({"@type": STR, "reason": desc(STR, "Our error code."),
+                                                      "domain": STR, "metadata": ANY_OBJECT}, ["reason"]))},
+                 ["code", "message", "details"])
+    headers = {"jobid": header("This call's id.", required=True),
+               "bws-version": header("The BWS contract version served.", required=True),
+               "response-time-ms": header("Server-side time of the call.", required=True),
+               "reference-number": header("The request's Reference-Number, echoed.")}
+    image = obj({"image": b64("An image: JPEG, PNG or WebP"), "tags": arr(STR)}, ["image"])
+    security = [{"BwsJwt": []}]
+    ref_param = [{"name": "Reference-Number", "in": "header", "required": False, "schema": STR,
+                  "description": "Echoed back in the answer's reference-number header."}]
+
+    def failures(*groups: Iterable[ErrorKind]) -> dict[str, Any]:
+        by_status: dict[int, set[str]] = {}
+        for kind in (k for g in (*groups, KEY, SERVER, [E.INVALID_REQUEST]) for k in g):
+            by_status.setdefault(kind.status, set()).add(kind.code)
+        out = {str(st): response(", ".join(f"`{c}`" for c in sorted(codes)) + " (in `details[].reason`)", status,
+                                 headers={**headers, **_status_headers(st, False)})
+               for st, codes in sorted(by_status.items())}
+        return {**out, **errors([E.REQUEST_TIMEOUT])}  # the body timeout answers before the route runs
+
+    def post(op_id: str, summary: str, request: Schema, answer: Schema, *groups: Iterable[ErrorKind]) -> dict[str, Any]:
+        return {"post": operation(op_id, summary, {"200": response("The job's answer (FAULTED: no usable face).",
+                                                                   answer, headers=headers), **failures(*groups)},
+                                  tags=["BioID BWS"], security=security, parameters=ref_param,
+                                  body=body(content(request)))}
+
+    images = desc(arr(image, minItems=1, maxItems=2), "1 or 2 live images.")
+    return {
+        "/api/v1/livenessdetection": post(
+            "bws_liveness_detection", "BWS 3 LivenessDetection (passive, 1-2 images)",
+            obj({"liveImages": images}, ["liveImages"]), liveness, IMAGE),
+        "/api/v1/videolivenessdetection": post(
+            "bws_video_liveness_detection", "BWS 3 VideoLivenessDetection",
+            obj({"video": b64("A video: MP4, MOV, WebM, GIF, ...")}, ["video"]),
+            liveness, VIDEO, [E.INVALID_BASE64, E.BUSY]),
+        "/api/v1/photoverify": post(
+            "bws_photo_verify", "BWS 3 PhotoVerify (liveness + one-to-one comparison with a photo)",
+            obj({"liveImages": images, "photo": b64("The reference photo (ID document)"),
+                 "disableLivenessDetection": BOOL}, ["liveImages", "photo"]), photo, IMAGE,
+            [E.VERIFICATION_UNAVAILABLE]),
     }
 
 
@@ -740,16 +851,24 @@ video endpoints; `session` when a session token made the request).  503s carry `
 so do the 429s that know when.  A wrong method on a documented path answers 405
 `method_not_allowed` with `Allow`.
 
-Not described here: the WebSocket `/v1/challenge/ws` (README "Active challenges") and the gRPC API
-(docs/GRPC.md).
+Not described here: the WebSocket `/v1/challenge/ws` and the Socket.IO endpoint `/socket.io/`
+(Liveness_service's events; README "Active challenges") and the gRPC API (docs/GRPC.md).
 
 """
 
 
 @lru_cache(maxsize=1)
+def azure_routes() -> dict[str, Any]:
+    """Azure Face liveness sessions (edge/openapi_azure.py, which imports this module's helpers)."""
+    from edge.openapi_azure import azure_routes as azure_group
+
+    return azure_group()
+
+
 def _document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    for group in (facia_routes, liveness_routes, challenge_routes, session_routes, admin_routes, operations_routes):
+    for group in (facia_routes, liveness_routes, challenge_routes, session_routes, azure_routes, admin_routes,
+                  operations_routes, bws_routes):
         for path, item in group().items():
             paths.setdefault(path, {}).update(item)
     from importlib.metadata import PackageNotFoundError, version
@@ -763,7 +882,7 @@ def _document() -> dict[str, Any]:
         "info": {"title": "liveness", "version": release,
                  "description": DESCRIPTION + "**Error codes** (status per code):\n\n" + catalogue_table(),
                  "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
-        "tags": [{"name": n} for n in ("FACIA", "Liveness", "Active challenges", "Sessions", "Admin", "Operations")],
+        "tags": [{"name": n} for n in ("FACIA", "Liveness", "Active challenges", "Sessions", "Azure Face", "Admin", "Operations", "BioID BWS")],
         "paths": paths,
         "components": {"schemas": COMPONENT_SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
     }

@@ -23,6 +23,10 @@ from starlette.routing import Route
 
 from edge import openapi, render
 from edge.admin import admin_routes
+from edge.bws_rest import bws_routes
+from edge.azure import azure_routes
+from edge import challenges as challenge_api
+from edge.challenge_socketio import challenge_socketio_routes
 from edge.challenge_ws import challenge_ws_routes
 from edge.credentials import api_key_from, authorise_admin, or_route_key
 from edge.demo import demo_routes
@@ -64,9 +68,8 @@ async def status_check(_: Request) -> PlainTextResponse:
 
 
 async def health(_: Request) -> JSONResponse:
-    core = current_core()
-    ready = core is not None and core.ready and current_challenges() is not None
-    return JSONResponse({"status": "healthy" if ready else "loading"}, 200 if ready else 503)
+    body, status = await challenge_api.health(current_core(), current_challenges())  # Liveness_service's fields
+    return JSONResponse(body, status)
 
 
 async def challenge_status(request: Request) -> JSONResponse:
@@ -77,7 +80,7 @@ async def challenge_status(request: Request) -> JSONResponse:
     try:
         return JSONResponse(await svc.status(key, request.path_params["session_id"]))
     except LivenessError as err:
-        return render.error(err)
+        return render.error(err, success=False)  # Liveness_service's flag, beside our envelope
 
 
 async def stats_scope(request: Request, admission: Any, admin_key_sha256: str | None) -> str | None:
@@ -130,9 +133,16 @@ def status_app(settings: Settings) -> Starlette:
             Route("/status/{session_id}", challenge_status, methods=["GET"]),
             *admin_routes(current_core, lambda: settings.admin_key_sha256),
             *session_routes(current_sessions),
+            *azure_routes(current_sessions),
             *challenge_ws_routes(current_challenges, lambda: settings.admin_key_sha256, get_sessions=current_sessions,
                                  max_frame_bytes=lambda: settings.max_image_bytes,
                                  min_frame_interval=1 / getattr(settings, "challenge_max_fps", 15.0)),
             *demo_routes(),
+            *challenge_socketio_routes(current_challenges, lambda: settings.admin_key_sha256, get_sessions=current_sessions,
+                                       anonymous_routes=lambda: settings.anonymous_routes,
+                                       max_frame_bytes=settings.max_image_bytes,
+                                       min_frame_interval=1 / settings.challenge_max_fps,
+                                       cors_origins=list(settings.socketio_cors_origins) or None),  # Liveness_service
+            *bws_routes(current_core),  # BioID BWS 3's JSON API (docs/GRPC.md)
         ]
     )

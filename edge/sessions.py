@@ -3,7 +3,9 @@
 ``POST /v1/sessions``: JSON parameters, or multipart with a ``parameters`` JSON part (or one
 field per parameter) and a ``verify_image`` file for ``*-verify`` modes (Azure's ``Parameters`` /
 ``VerifyImage`` names work too); JSON may carry ``verify_image`` as base64.
-``POST /v1/verify``: two images, multipart ``image1``/``image2`` (or JSON base64).
+``POST /v1/verify``: two images, multipart ``image1``/``image2`` (or JSON base64); either may be
+replaced by a stored detection of the caller's (``detection_id1`` / ``detection_id2``: FindFace's
+``return_detection``, liveness.detections).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edge import render
 from edge.challenges import parse_json
 from edge.credentials import api_key_from
 from edge.multipart import parse_form
+from liveness.detections import DetectionRef
 from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
 from liveness.imaging import ImageLimits, sniff_format, strip_data_uri_and_b64decode
 from liveness.sessions import SessionParams, parse_params
@@ -25,6 +28,7 @@ from liveness.sessions import SessionParams, parse_params
 PARAM_PARTS = ("parameters", "Parameters")
 VERIFY_PARTS = ("verify_image", "VerifyImage", "verifyImage")
 PAIR_FIELDS = (("image1", "image2"), ("reference", "probe"), ("image_a", "image_b"))
+DETECTION_FIELDS = ("detection_id1", "detection_id2")  # in place of image1 / image2
 
 
 def _image_value(value: Any, limits: ImageLimits, field: str = "image") -> bytes | None:
@@ -71,17 +75,49 @@ def parse_create(
     return api_key_from(headers, doc), from_json
 
 
+def _detection_value(value: Any, field: str) -> DetectionRef | None:
+    if value is None or value == b"" or value == "":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str) or not value.strip():
+        raise LivenessError(INVALID_REQUEST, f"'{field}' must be a detection_id string.", {"field": field})
+    return DetectionRef(value.strip())
+
+
 def parse_verify(
     body: bytes, content_type: str, headers: Mapping[str, str], limits: ImageLimits
-) -> tuple[str | None, Callable[[], tuple[bytes, bytes]]]:
+) -> tuple[str | None, Callable[[], tuple[bytes | DetectionRef, bytes | DetectionRef]]]:
+    """-> (api key, a callable giving the two faces: image bytes or a ``DetectionRef``).  The first
+    pair of names present is used: ``image1``/``image2`` (each replaceable by ``detection_id1`` /
+    ``detection_id2``), ``reference``/``probe``, ``image_a``/``image_b``."""
     media = content_type.split(";")[0].strip().lower()
     if media == "multipart/form-data":
         fields: Mapping[str, Any] = parse_form(body, content_type)
     else:
         fields = parse_json(body)
 
-    def images() -> tuple[bytes, bytes]:
-        for a, b in PAIR_FIELDS:
+    def first_pair() -> tuple[bytes | DetectionRef, bytes | DetectionRef]:
+        a, b = PAIR_FIELDS[0]
+        faces: list[bytes | DetectionRef] = []
+        for image_field, detection_field in ((a, DETECTION_FIELDS[0]), (b, DETECTION_FIELDS[1])):
+            image = _image_value(fields.get(image_field), limits, image_field)
+            detection = _detection_value(fields.get(detection_field), detection_field)
+            if image is not None and detection is not None:
+                raise LivenessError(INVALID_REQUEST, f"Send '{image_field}' or '{detection_field}', not both.",
+                                    {"field": detection_field})
+            face = image if image is not None else detection
+            if face is None:
+                message = (f"Send two faces: '{a}' (or '{DETECTION_FIELDS[0]}') and '{b}' (or '{DETECTION_FIELDS[1]}')."
+                           if any(f in fields for f in DETECTION_FIELDS) else f"Send two images: '{a}' and '{b}'.")
+                raise LivenessError(MISSING_IMAGE, message, {"field": image_field})
+            faces.append(face)
+        return faces[0], faces[1]
+
+    def images() -> tuple[bytes | DetectionRef, bytes | DetectionRef]:
+        if any(f in fields for f in (*PAIR_FIELDS[0], *DETECTION_FIELDS)):
+            return first_pair()
+        for a, b in PAIR_FIELDS[1:]:
             if a in fields or b in fields:
                 first, second = _image_value(fields.get(a), limits, a), _image_value(fields.get(b), limits, b)
                 if first is None or second is None:

@@ -5,15 +5,18 @@ The route (wired in service.py) should sit behind ``RawBodyMiddleware`` with
 
     req = parse_video_request(body, original_content_type, headers, query)
     result = await check_video(app, req.api_key, req.video(), req.content_type,
-                               return_photo=req.return_photo, return_normalized=req.return_normalized)
+                               return_photo=req.return_photo, return_normalized=req.return_normalized,
+                               return_detection=req.return_detection)
     return video_response(result, request_id)
 
 Accepted bodies: the video itself (``video/mp4``, ``video/quicktime``, ``video/webm``,
 ``image/gif``, ``application/octet-stream``; the magic bytes decide the container), or
 ``multipart/form-data`` with the file in a field named ``video`` (or ``file``); an empty body is
 an empty video (``empty_video``, after the key check).  Flags
-``return_photo`` / ``return_normalized`` come from the query string or form fields
-(``1``/``true``/``yes``/``on``).  A JSON (base64) body is refused: a 10 MB video would be a
+``return_photo`` / ``return_normalized`` / ``return_detection`` come from the query string or form
+fields (``1``/``true``/``yes``/``on``).  ``return_detection`` (FindFace's) answers
+``best_face.detection_id``: the id of the live best face's stored embedding, which ``/v1/verify``
+accepts in place of an image (liveness.detections), or null with ``best_face.detection_reason``.  A JSON (base64) body is refused: a 10 MB video would be a
 13 MB string.
 """
 
@@ -29,8 +32,8 @@ from liveness.errors import INVALID_REQUEST, MISSING_VIDEO, LivenessError
 from liveness.settings import Settings
 from liveness.video import VideoResult
 
-VIDEO_FIELDS = ("video", "file")
-FLAGS = ("return_photo", "return_normalized")
+VIDEO_FIELDS = ("video", "file", "sample")  # "sample": FindFace's multipart name for the clip
+FLAGS = ("return_photo", "return_normalized", "return_detection")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 MULTIPART_SLACK = 64 * 1024
@@ -48,6 +51,7 @@ class VideoRequest:
     content_type: str  # of the video itself when known (raw body), else ""
     return_photo: bool = False
     return_normalized: bool = False
+    return_detection: bool = False
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -96,6 +100,14 @@ def parse_video_request(
     return VideoRequest(api_key_from(headers, {}), lambda: body, media, **flags)
 
 
+def refuse_detection_for_sessions(req: VideoRequest) -> None:
+    """A session's client cannot keep detections: they belong to an API key, and the session's
+    app server reads its result itself (README "Sessions")."""
+    if req.return_detection:
+        raise LivenessError(INVALID_REQUEST, "'return_detection' needs an API key; a session token cannot keep detections.",
+                            {"field": "return_detection"})
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
@@ -116,6 +128,10 @@ def video_response(result: VideoResult, request_id: str) -> dict[str, Any]:
             best["photo"] = _b64(b.photo_jpeg)
         if b.normalized_png is not None:
             best["normalized"] = _b64(b.normalized_png)
+        if b.detection_id is not None or b.detection_reason is not None:  # return_detection was asked
+            best["detection_id"] = b.detection_id
+            if b.detection_id is None:
+                best["detection_reason"] = b.detection_reason
     return {
         "request_id": request_id,
         "alive": result.alive,

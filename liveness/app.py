@@ -74,10 +74,13 @@ class LivenessApp(Operations):
         )
         self.routing = LiveRouting(self.book, self.backend)  # loads and warms what the policies need
         verifier = None
+        detections = None
         if settings.verification_enabled:
+            from liveness.detections import open_detection_store
             from liveness.recognition import FaceVerifier
 
             verifier = FaceVerifier.from_settings(self.backend, self.executor, settings)
+            detections = open_detection_store(settings)  # return_detection's embeddings (liveness.detections)
         self.backend.mark_ready()
         keys: KeyStore | None = None
         if settings.auth_enabled:
@@ -93,7 +96,7 @@ class LivenessApp(Operations):
         super().__init__(
             settings, backend=self.backend, pipeline=self.pipeline, executor=self.executor,
             admission=Admission(keys, self.routing), verifier=verifier, policy_store=self.policy_store,
-            shadow_observer=shadow_observer,
+            shadow_observer=shadow_observer, detections=detections,
         )
 
     @property
@@ -106,6 +109,8 @@ class LivenessApp(Operations):
         if self.keys is not None:
             self.keys.close()
         self.policy_store.close()
+        if self.detections is not None:
+            self.detections.close()
 
 
 class FrontServices(NamedTuple):

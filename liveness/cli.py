@@ -98,6 +98,22 @@ def _keys_usage(store: KeyStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_bws_client(store: KeyStore, args: argparse.Namespace) -> int:
+    issued = store.create_bws_client(args.key)
+    c = issued.client
+    print(f"BWS 3 client for key {c.key_id}. A BWS client signs its own JWT (HS256 with the base64-decoded "
+          "key; sub = iss = client id, aud = \"BWS\"). Client id, then the key (shown once):")
+    print(c.client_id)
+    print(issued.key_b64)  # must stay the last stdout line
+    return 0
+
+
+def _keys_bws_revoke(store: KeyStore, args: argparse.Namespace) -> int:
+    c = store.revoke_bws_client(args.client_id)
+    print(f"Revoked BWS client {c.client_id} (key {c.key_id}) at {c.revoked_at.isoformat() if c.revoked_at else '-'}")
+    return 0
+
+
 def _add_keys(groups: argparse._SubParsersAction) -> None:
     keys = groups.add_parser("keys", help="manage API keys and quotas")
     cmds = keys.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -120,6 +136,14 @@ def _add_keys(groups: argparse._SubParsersAction) -> None:
     p.add_argument("key", metavar="KEY_ID_OR_NAME")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_keys_usage)
+
+    p = cmds.add_parser("bws-client", help="issue a BWS 3 client id and key for a key (BioID-compatible gRPC/REST)")
+    p.add_argument("key", metavar="KEY_ID_OR_NAME")
+    p.set_defaults(handler=_keys_bws_client)
+
+    p = cmds.add_parser("bws-revoke", help="revoke a BWS 3 client (its JWTs stop at once)")
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.set_defaults(handler=_keys_bws_revoke)
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -252,16 +276,28 @@ def _sessions_purge(store: Any, args: argparse.Namespace) -> int:
     import time
 
     settings = Settings()
-    counts = store.purge(time.time(), settings.session_retention_s,
+    now = time.time()
+    counts = store.purge(now, settings.session_retention_s,
                          settings.session_throttle_window_s + settings.session_throttle_cooldown_s)
-    _print_json(counts.as_dict())
+    _print_json({**counts.as_dict(), "detections_deleted": _purge_detections(settings, now)})
     return 0
+
+
+def _purge_detections(settings: Settings, now: float) -> int:
+    """Expired stored detections (liveness.detections: return_detection's embeddings)."""
+    from liveness.detections import open_detection_store
+
+    detections = open_detection_store(settings)
+    try:
+        return detections.purge(now)
+    finally:
+        detections.close()
 
 
 def _add_sessions(groups: argparse._SubParsersAction) -> None:
     sessions = groups.add_parser("sessions", help="app-server liveness sessions")
     cmds = sessions.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = cmds.add_parser("purge", help="apply the retention policy now (embeddings, images, old sessions)")
+    p = cmds.add_parser("purge", help="apply the retention policy now (embeddings, images, old sessions, detections)")
     p.set_defaults(opener=_sessions_store, handler=_sessions_purge)
 
 

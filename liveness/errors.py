@@ -70,6 +70,10 @@ ATTEMPTS_EXHAUSTED = ErrorKind("attempts_exhausted", 403)  # max_attempts used: 
 SESSION_COMPLETED = ErrorKind("session_completed", 409)  # a realface result ends the session
 TOO_MANY_FAILED_ATTEMPTS = ErrorKind("too_many_failed_attempts", 429)  # per device_correlation_id
 VERIFICATION_UNAVAILABLE = ErrorKind("verification_unavailable", 503)  # the embedding model is not loaded
+# Stored detections (liveness.detections: FindFace's return_detection / detection_id on /v1/verify).
+DETECTION_NOT_FOUND = ErrorKind("detection_not_found", 404)  # unknown, expired, or another key's detection_id
+DETECTION_LIMIT = ErrorKind("detection_limit", 429)  # this key holds detection_max_per_key unexpired detections
+TOO_MANY_DETECTIONS = ErrorKind("too_many_detections", 503)  # all keys together hold detection_max_total
 
 CATALOGUE: tuple[ErrorKind, ...] = tuple(
     v for v in list(globals().values()) if isinstance(v, ErrorKind)

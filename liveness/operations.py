@@ -4,7 +4,8 @@
     check_video     one video, one unit once it passed the probe, kept for a verdict (liveness.video)
     score_frame     one decoded frame through the passive models, uncharged (challenge frames,
                     video frames: their request's admission decides who pays)
-    compare_faces   two images, one unit once both hold exactly one face
+    compare_faces   two faces (images, or stored detections of the caller: liveness.detections),
+                    one unit once both are valid
 
 Challenge sessions (liveness.challenges) and app-server sessions (liveness.sessions) are built on
 these operations and on ``Operations.admission``; no web framework is imported here.
@@ -23,8 +24,11 @@ import numpy as np
 
 from liveness.admission import Admission
 from liveness.decision import fuse
+from liveness.detections import Detection, DetectionRef, DetectionStore
 from liveness.detection.base import Face
-from liveness.errors import INTERNAL_ERROR, MULTIPLE_FACES, NO_FACE, VERIFICATION_UNAVAILABLE, LivenessError
+from liveness.errors import (
+    INTERNAL_ERROR, INVALID_REQUEST, MULTIPLE_FACES, NO_FACE, VERIFICATION_UNAVAILABLE, LivenessError,
+)
 from liveness.imaging import decode_image
 from liveness.inference.base import InferenceBackend
 from liveness.keys import Credential, KeyInfo, KeyStore
@@ -42,6 +46,7 @@ log = logging.getLogger("liveness")
 T = TypeVar("T")
 ShadowObserver = Callable[[str, int, int, float, float], None]  # model, stable, candidate, p_stable, p_cand
 Image = bytes | Callable[[], bytes]  # the bytes, or a callable that extracts them (base64, form parsing)
+VERIFY_FIELDS = ("image1", "image2")  # what /v1/verify's errors name (details["field"])
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,18 @@ class FrameScore:
         return self.prepared.face if self.prepared is not None else None
 
 
+@dataclass(frozen=True)
+class PhotoVerification:
+    """``verify_photo``'s answer: per live image its liveness (None when liveness was disabled),
+    its match against the photo and its verification face; the photo's face; the threshold."""
+
+    liveness: list[LivenessResult] | None
+    matches: list[Any]  # liveness.recognition.VerifyResult, one per live image
+    live_faces: list[Any]  # liveness.recognition.FaceTemplate, one per live image
+    photo_face: Any  # liveness.recognition.FaceTemplate
+    threshold: float
+
+
 class Operations:
     def __init__(
         self,
@@ -72,6 +89,7 @@ class Operations:
         verifier: "FaceVerifier | None" = None,
         policy_store: "PolicyStore | None" = None,
         shadow_observer: ShadowObserver | None = None,
+        detections: DetectionStore | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -81,6 +99,7 @@ class Operations:
         self.verifier = verifier
         self.policy_store = policy_store
         self.shadow_observer = shadow_observer
+        self.detections = detections  # stored detections (return_detection); None: verification off
 
     @property
     def keys(self) -> KeyStore | None:
@@ -155,13 +174,13 @@ class Operations:
 
     async def check_video(
         self, credential: Credential, data: bytes, content_type: str = "", *,
-        return_photo: bool = False, return_normalized: bool = False,
+        return_photo: bool = False, return_normalized: bool = False, return_detection: bool = False,
     ) -> "VideoResult":
         """One video (liveness.video.check_video: the charging rules are there)."""
         from liveness.video.check import check_video  # PyAV only when used
 
-        return await check_video(self, credential, data, content_type,
-                                 return_photo=return_photo, return_normalized=return_normalized)
+        return await check_video(self, credential, data, content_type, return_photo=return_photo,
+                                 return_normalized=return_normalized, return_detection=return_detection)
 
     async def score_frame(self, bgr: np.ndarray, versions: Mapping[str, int]) -> FrameScore:
         """One decoded frame through the passive models, never charged.  No usable face is an
@@ -176,28 +195,103 @@ class Operations:
         s = self.settings
         return FrameScore(prepared, fuse(scores, s.fusion, s.fusion_weights), scores, None, prepared.faces_found)
 
-    async def compare_faces(self, credential: Credential, images: Callable[[], tuple[bytes, bytes]]) -> dict:
-        """``POST /v1/verify``: are two images the same person?  Both must hold exactly one face
-        before the one unit is charged; errors name the image (``details["field"]``)."""
+    async def compare_faces(
+        self, credential: Credential, faces: Callable[[], tuple[Image | DetectionRef, Image | DetectionRef]],
+    ) -> dict:
+        """``POST /v1/verify``: are two faces the same person?  Each is an image (exactly one face)
+        or a ``DetectionRef`` to one of the caller's stored detections (liveness.detections:
+        another key's, an expired or an unknown id is ``detection_not_found``).  Both must be valid
+        before the one unit is charged; errors name the field (``details["field"]``).  An image
+        is embedded with the version of the embedder that made a detection it is compared with."""
         verifier = self.require_verifier()
         async with self.admission.admit(credential) as ctx:
             versions = await ctx.versions()
-            templates = []
-            for name, data in zip(("image1", "image2"), images()):
+            pair = faces()
+            stored: dict[int, Detection] = {}
+            for i, item in enumerate(pair):
+                if isinstance(item, DetectionRef):
+                    stored[i] = await self._detection(ctx.key_id, item, f"detection_id{i + 1}")
+            if len({d.model.sha256 for d in stored.values()}) > 1:
+                raise LivenessError(INVALID_REQUEST, "The two detections were made by different embedder versions "
+                                    "and cannot be compared.", {"field": "detection_id2"})
+            embedder = verifier.model_names[-1]
+            for d in stored.values():  # embeddings of different embedder versions are not comparable
+                versions[embedder] = d.model.version
+            embeddings: list[np.ndarray] = []
+            described: list[dict[str, object]] = []
+            for i, item in enumerate(pair):
+                if i in stored:
+                    d = stored[i]
+                    embeddings.append(d.embedding)
+                    described.append(d.describe())
+                    continue
                 try:
-                    templates.append(await verifier.reference(await self.decode_bgr(data), versions))
+                    t = await verifier.reference(await self.decode_bgr(item), versions)
                 except LivenessError as e:
-                    e.details.setdefault("field", name)
+                    e.details.setdefault("field", VERIFY_FIELDS[i])
                     raise
+                embeddings.append(t.embedding)
+                described.append(t.describe())
             await ctx.input_valid()
-            r = verifier.match(templates[0].embedding, templates[1].embedding)
+            r = verifier.match(embeddings[0], embeddings[1])
         return {
             "is_identical": bool(r.is_identical),
             "match_confidence": round(float(r.match_confidence), 4),
             "threshold": self.settings.verify_threshold,
-            "faces": [t.describe() for t in templates],
+            "faces": described,
             "models": self.recognition_versions(versions),
         }
+
+    async def _detection(self, key_id: str, ref: DetectionRef, field_name: str) -> Detection:
+        if self.detections is None:
+            raise LivenessError(VERIFICATION_UNAVAILABLE, "Detections need face verification, which is off on this server.")
+        try:
+            return await asyncio.to_thread(self.detections.get, key_id, ref.detection_id)
+        except LivenessError as e:
+            e.details.setdefault("field", field_name)
+            raise
+
+    async def verify_photo(self, credential: Credential, live_images: Sequence[Image], photo: Image, *,
+                           liveness: bool = True) -> "PhotoVerification":
+        """BWS 3 PhotoVerify: is the person in the live images the one in ``photo``, and (unless
+        ``liveness`` is off) are the live images live?  ONE unit, reserved once the photo holds
+        exactly one face and every live image a usable face (errors name ``details["field"]``:
+        ``photo`` or ``live_images[i]``)."""
+        from liveness.errors import NO_FACE as _NO_FACE
+
+        verifier = self.require_verifier()
+        async with self.admission.admit(credential) as ctx:
+            route = await ctx.route()
+            versions = dict(route.primary)
+
+            async def named(field: str, work: Callable[[], Any]) -> Any:
+                try:
+                    return await work()
+                except LivenessError as e:
+                    e.details.setdefault("field", field)
+                    raise
+
+            reference = await named("photo", lambda: self._reference(verifier, photo, versions))
+            prepared: list[PreparedFace] = []
+            probes = []
+            for i, image in enumerate(live_images):
+                field_name = f"live_images[{i}]"
+                bgr = await named(field_name, lambda image=image: self.decode_bgr(image))
+                face = None
+                if liveness:
+                    prepared.append(await named(field_name, lambda bgr=bgr: self.pipeline.prepare_bgr(bgr, versions)))
+                    face = prepared[-1].face
+                probe = await verifier.probe(bgr, versions, face)
+                if probe is None:  # the verifier's detector finds no face where liveness judged one
+                    raise LivenessError(_NO_FACE, "No face usable for verification was found.", {"field": field_name})
+                probes.append(probe)
+            await ctx.input_valid()
+            results = [await self.pipeline.classify(p, versions) for p in prepared]
+            matches = [verifier.match(reference.embedding, probe.embedding) for probe in probes]
+        return PhotoVerification(results if liveness else None, matches, probes, reference, verifier.threshold)
+
+    async def _reference(self, verifier: "FaceVerifier", photo: Image, versions: Mapping[str, int]) -> Any:
+        return await verifier.reference(await self.decode_bgr(photo), versions)
 
     async def _shadow(self, prepared: PreparedFace, route: Route, result: LivenessResult) -> None:
         """Run candidate versions on the same crops; record, never return, their scores."""

@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     challenge_min_area_ratio: float = Field(0.5, gt=0, le=1)  # smaller/larger box area per frame
     challenge_min_appearance: float = Field(0.6, ge=0, le=1)  # colour-histogram intersection per frame
     challenge_return_frame: bool = False  # keep the best frame (JPEG, in the session row) and return it
+    # Origins whose browser pages may open the Socket.IO endpoint /socket.io/ (Liveness_service's
+    # real-time clients); empty: same origin only; ["*"]: any (python-socketio's cors_allowed_origins).
+    socketio_cors_origins: tuple[str, ...] = ()
     challenge_token_ttl_s: int = Field(600, ge=1)  # result_token lifetime
     challenge_purge_interval_s: float = Field(60.0, gt=0)  # periodic purge of expired sessions
     challenge_purge_grace_s: float = Field(3600.0, ge=0)  # expired rows kept this long (answer 410, not 404)
@@ -182,6 +185,11 @@ class Settings(BaseSettings):
     verification_enabled: bool = True  # loads verification_models at start (*-verify modes, /v1/verify)
     verification_models: tuple[str, ...] = ("yunet", "mobilefacenet")  # keypoint detector, embedder
     verify_threshold: float = Field(0.42, ge=-1.0, le=1.0)  # cosine; docs/VERIFICATION.md
+    # Stored detections (liveness.detections; FindFace's return_detection / detection_id): the best
+    # face's embedding only, bound to its key, for /v1/verify (docs/COMPATIBILITY.md "FindFace").
+    detection_ttl_s: float = Field(600.0, gt=0)  # a detection_id works this long
+    detection_max_per_key: int = Field(100, ge=1)  # unexpired detections per key (429 detection_limit)
+    detection_max_total: int = Field(10000, ge=1)  # unexpired detections of all keys together
 
     @model_validator(mode="after")
     def _check_model_names(self) -> "Settings":

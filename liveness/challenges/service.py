@@ -1,10 +1,14 @@
 """Active challenge sessions on the use cases (``liveness.operations``): start, frames, complete,
 status, stats.
 
-Field names follow the Flask/MediaPipe service this replaces (session_id, instruction,
-current_step, total_steps, expires_in_minutes, face_detected, step_completed,
-verification_complete, verification_failed, verdict, verification_time, steps_completed), plus
-ours (reason, passive_score, model_versions, result_token).
+Field names and types follow the Flask/MediaPipe service this replaces (Liveness_service's
+``liveness_server.py``: success, session_id, instruction, current_step, total_steps,
+expires_in_minutes (int), face_detected, step_completed, verification_complete,
+verification_failed, verification_time, steps_completed, total_blinks, timestamp, verified_image,
+verified_image_path, created_at, completed), plus ours (challenge, reason, passive_score,
+model_versions, verdict, result_token, ...).  ``success`` is true on every answer, except the
+verdict's, where it means what it meant there: the liveness check passed (that service refused
+``/complete`` for any session that had not passed, so its clients read ``success`` as the verdict).
 
 Rules (README "Active challenges"):
 
@@ -34,6 +38,7 @@ import base64
 import logging
 import secrets
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
@@ -79,6 +84,11 @@ def default_measure() -> Measure | None:
     except ImportError:
         return None
     return measure_face
+
+
+def iso_time(t: float) -> str:
+    """Epoch seconds as ISO 8601 (UTC, seconds): Liveness_service's ``timestamp`` / ``created_at``."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 def _not_found() -> LivenessError:
@@ -162,10 +172,12 @@ class ChallengeService:
         st = row.state
         total = len(st["steps"])
         return {
+            "success": True,
             "session_id": row.session_id,
             "current_step": min(st["index"] + 1, total),
             "total_steps": total,
             "steps_completed": st["index"],
+            "challenge": S.current_challenge(st),
             "expires_in_seconds": max(0, round(row.expires_at - now, 1)),
         }
 
@@ -208,11 +220,13 @@ class ChallengeService:
         await ctx.input_valid()  # a valid start: the session's one unit (refunded if not stored)
         await asyncio.to_thread(self.store.create, row, self._limits(ctx), now)
         return {
+            "success": True,
             "session_id": row.session_id,
             "instruction": S.instruction(row.state),
+            "challenge": steps[0],
             "current_step": 1,
             "total_steps": len(steps),
-            "expires_in_minutes": round(ttl / 60, 2),
+            "expires_in_minutes": int(ttl // 60),  # an int, as Liveness_service's; expires_at is exact
             "expires_at": row.expires_at,
             "step_timeout_seconds": self.settings.challenge_step_timeout_s,
             "max_fps": self.settings.challenge_max_fps,
@@ -373,7 +387,7 @@ class ChallengeService:
         row = await self._load(key_id, session_id, now)
         for _ in range(CAS_RETRIES):
             if row.status == S.COMPLETED and row.result is not None:
-                return row.result  # idempotent: the stored verdict
+                return self._verdict_answer(row.result)  # idempotent: the stored verdict
             state = _copy(row.state)
             verdict, reasons = self._verdict(state)
             mean = S.passive_mean(state)
@@ -393,11 +407,14 @@ class ChallengeService:
             }  # + typ, iat, exp (liveness.tokens.ResultTokens)
             token = self.tokens.result.issue(claims, now, self.settings.challenge_token_ttl_s)
             result: dict[str, Any] = {
+                "success": verdict == "passed",  # Liveness_service's meaning: the check passed
                 "session_id": row.session_id,
                 "verdict": verdict,
                 "passed": verdict == "passed",
                 "reasons": reasons,
                 "verification_time": round(now - row.created_at, 3),
+                "timestamp": iso_time(now),
+                "total_blinks": int(state.get("blinks", 0)),
                 "steps_completed": len(steps_done),
                 "total_steps": len(state["steps"]),
                 "completed_steps": steps_done,
@@ -412,9 +429,16 @@ class ChallengeService:
             state["status"] = S.COMPLETED
             new = row.with_state(state, result=result, best_frame=None)  # the frame leaves the store now
             if await asyncio.to_thread(self.store.update, new):
-                return result
+                return self._verdict_answer(result)
             row = await self._load(key_id, session_id, now)  # lost a race with another worker
         raise LivenessError(INTERNAL_ERROR, "The challenge session is too busy; call complete again.")
+
+    def _verdict_answer(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The stored verdict as answered: Liveness_service's ``verified_image`` is the best frame
+        only when the operator keeps frames (``challenge_return_frame``) and the session passed;
+        it is added here, not stored twice.  We never write a file: ``verified_image_path`` is null."""
+        frame = result.get("best_frame") if self.settings.challenge_return_frame and result.get("passed") else None
+        return {**result, "verified_image": frame, "verified_image_path": None}
 
     async def status(self, credential: Credential, session_id: str) -> dict[str, Any]:
         key_id = await self.admission.owner(credential)
@@ -422,11 +446,15 @@ class ChallengeService:
         row = await self._load(key_id, session_id, now)
         st = row.state
         mean = S.passive_mean(st)
+        passed = (row.result or {}).get("verdict") == "passed"
         out = {
             **self._progress(row, now),
+            "created_at": iso_time(row.created_at),
+            # Liveness_service's "completed": every step done (ready for /complete, or completed with a pass)
+            "completed": row.status == S.STEPS_DONE or passed,
             "status": row.status,
             "instruction": S.instruction(st),
-            "verification_complete": row.status == S.STEPS_DONE or (row.result or {}).get("verdict") == "passed",
+            "verification_complete": row.status == S.STEPS_DONE or passed,
             "verification_failed": row.status == S.FAILED or (row.result or {}).get("verdict") == "failed",
             "reason": st.get("reason"),
             "completed_steps": [c["step"] for c in st["completed"]],
@@ -449,9 +477,14 @@ class ChallengeService:
             "max_sessions_per_key": self.settings.challenge_max_sessions_per_key,
             "sessions_per_key_per_minute": self.settings.challenge_sessions_per_key_per_minute,
             "max_frames_per_session": self.settings.challenge_max_frames,
+            "session_expiry_minutes": int(self.settings.challenge_session_ttl_s // 60),
             "challenge_pool": list(self.pool),
             "steps_per_session": self.settings.challenge_steps,
         }
+
+    def active_sessions(self) -> int:
+        """Live sessions of every key (``GET /health``: a server-wide count, no tenant's)."""
+        return self.store.counts(self.clock())["active"]
 
     def close(self) -> None:
         self.store.close()

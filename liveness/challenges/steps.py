@@ -135,6 +135,8 @@ def new_state(steps: list[str], now: float) -> dict[str, Any]:
         "baseline": {},  # session-long minima of smile / brows_raised / mouth_open
         "completed": [],  # [{"step", "at"}]
         "best_score": None,
+        "blinks": 0,  # blinks seen over the whole session, whatever step was asked (``total_blinks``)
+        "blink_counter": {},  # the session-long blink detector's state
     }
 
 
@@ -146,6 +148,13 @@ def instruction(state: dict[str, Any], face_seen: bool = True) -> str:
     if not face_seen:
         return NO_FACE_INSTRUCTION
     return INSTRUCTIONS[state["steps"][state["index"]]]
+
+
+def current_challenge(state: dict[str, Any]) -> str | None:
+    """The step being asked for; None once every step is done or the session failed."""
+    if state["status"] != ACTIVE or state["index"] >= len(state["steps"]):
+        return None
+    return state["steps"][state["index"]]
 
 
 def passive_mean(state: dict[str, Any]) -> float | None:
@@ -189,7 +198,10 @@ def advance(state: dict[str, Any], obs: Observation, t: float, limits: Limits, t
         state["passive_sum"] += float(obs.passive)
         state["passive_n"] += 1
     sig = obs.signals
-    if sig is None or not active or sig.presence < th.min_presence:
+    if sig is None or sig.presence < th.min_presence:
+        return event
+    _count_blinks(state, sig, t, th)
+    if not active:
         return event
     base = state["baseline"]
     for name, value in (("smile", sig.smile), ("brows", sig.brows_raised), ("mouth", sig.mouth_open)):
@@ -206,6 +218,16 @@ def advance(state: dict[str, Any], obs: Observation, t: float, limits: Limits, t
         if state["index"] >= len(state["steps"]):
             state["status"] = STEPS_DONE
     return event
+
+
+def _count_blinks(state: dict[str, Any], sig: FaceSignals, t: float, th: Thresholds) -> None:
+    """Count every blink of the session (the blink step's rule, run on all measured frames):
+    Liveness_service reports ``total_blinks`` at completion.  Rows stored before this counter
+    existed start it at 0."""
+    detector = state.setdefault("blink_counter", {})
+    if _blink(detector, sig, t, {}, th):
+        state["blinks"] = state.get("blinks", 0) + 1
+        state["blink_counter"] = {"phase": "open"}  # the eyes just reopened: the next blink may start
 
 
 # -- step detectors: (detector state, signals, t, baselines, thresholds) -> done ---------------

@@ -18,9 +18,12 @@ import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Literal, get_args
+from typing import TYPE_CHECKING, Callable, Literal, get_args
 
 from liveness.errors import INVALID_API_KEY, MISSING_API_KEY, QUOTA_EXCEEDED, LivenessError
+
+if TYPE_CHECKING:
+    from .bws import BwsClient, IssuedBwsClient
 
 Period = Literal["day", "month", "total"]
 PERIODS: tuple[str, ...] = get_args(Period)
@@ -388,6 +391,60 @@ class KeyStore(ABC):
     @abstractmethod
     def usage(self, ref: str) -> Usage:
         """Usage of the current bucket for a key_id or name."""
+
+    # -- BWS 3 client credentials (liveness.keys.bws; docs/GRPC.md "BioID BWS 3") ---------------
+
+    def create_bws_client(self, ref: str) -> "IssuedBwsClient":
+        """A new BWS client id and key for the (not revoked) key ``ref``; the key is stored as is
+        (HMAC verification needs it) and returned once."""
+        from .bws import BwsClient, IssuedBwsClient, encode_key, new_client_id, new_client_key
+
+        info = self.get(ref)
+        if info.revoked:
+            raise ValueError(f"key {info.key_id} ({info.name!r}) is revoked")
+        key_b64 = encode_key(new_client_key())
+        client = BwsClient(new_client_id(), info.key_id, self._stored_time(as_utc(self.clock())))
+        self._insert_bws_client(client, key_b64)
+        return IssuedBwsClient(client, key_b64)
+
+    def bws_client_key(self, client_id: str) -> tuple[str, bytes] | None:
+        """(key_id, key bytes) of an active client, or None (unknown or revoked client)."""
+        from .bws import decode_key
+
+        found = self._find_bws_client(client_id)
+        if found is None or found[0].revoked:
+            return None
+        return found[0].key_id, decode_key(found[1])
+
+    def list_bws_clients(self) -> list["BwsClient"]:
+        """Every BWS client (never a key), oldest first."""
+        return self._bws_clients()
+
+    def revoke_bws_client(self, client_id: str) -> "BwsClient":
+        """Revoke a client (its JWTs stop at once); idempotent.  Raises ``KeyLookupError``."""
+        from dataclasses import replace as _replace
+
+        found = self._find_bws_client(client_id)
+        if found is None:
+            raise KeyLookupError(f"no BWS client {client_id!r}")
+        client = found[0]
+        if client.revoked:
+            return client
+        now = self._stored_time(as_utc(self.clock()))
+        self._revoke_bws_client(client_id, now)
+        return _replace(client, revoked_at=now)
+
+    def _insert_bws_client(self, client: "BwsClient", key_b64: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no BWS clients")
+
+    def _find_bws_client(self, client_id: str) -> "tuple[BwsClient, str] | None":
+        raise NotImplementedError(f"{type(self).__name__} keeps no BWS clients")
+
+    def _bws_clients(self) -> list["BwsClient"]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no BWS clients")
+
+    def _revoke_bws_client(self, client_id: str, now: datetime) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no BWS clients")
 
     def close(self) -> None:  # pragma: no cover - trivial default
         pass

@@ -17,6 +17,7 @@ from typing import Any, ContextManager
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from .bws import BwsClient
 from .base import (
     DEFAULT_LEASE_S, Clock, KeyInfo, KeyStore, Reservation, Usage,
     as_utc, bucket_for, generate_token_secret, new_lease_id, pick_by_ref, quota_exceeded_error, utcnow,
@@ -78,6 +79,7 @@ class MongoKeyStore(KeyStore):
         self.usage_docs = self.db["usage"]
         self.meta = self.db["meta"]
         self.leases = self.db["leases"]
+        self.bws = self.db["bws_clients"]  # BWS 3 client credentials (liveness.keys.bws): keys stored as is
         self.clock = clock or utcnow
         self.lease_s = lease_s
         self._lock: threading.RLock | None = threading.RLock() if serialize else None
@@ -225,6 +227,30 @@ class MongoKeyStore(KeyStore):
                     self.usage_docs.update_one(where, {"$inc": {"reclaimed": 1}})
                 n += 1
         return n
+
+    def _insert_bws_client(self, client: BwsClient, key_b64: str) -> None:
+        with self._guard():
+            self.bws.insert_one({"_id": client.client_id, "key_id": client.key_id, "client_key": key_b64,
+                                 "created_at": client.created_at, "revoked_at": None})
+
+    @staticmethod
+    def _doc_to_bws(doc: dict[str, Any]) -> tuple[BwsClient, str]:
+        return BwsClient(doc["_id"], doc["key_id"], _aware(doc["created_at"]),  # type: ignore[arg-type]
+                         _aware(doc.get("revoked_at"))), str(doc["client_key"])
+
+    def _find_bws_client(self, client_id: str) -> tuple[BwsClient, str] | None:
+        with self._guard():
+            doc = self.bws.find_one({"_id": client_id})
+        return self._doc_to_bws(doc) if doc else None
+
+    def _bws_clients(self) -> list[BwsClient]:
+        with self._guard():
+            docs = list(self.bws.find({}).sort([("created_at", ASCENDING), ("_id", ASCENDING)]))
+        return [self._doc_to_bws(d)[0] for d in docs]
+
+    def _revoke_bws_client(self, client_id: str, now: datetime) -> None:
+        with self._guard():
+            self.bws.update_one({"_id": client_id, "revoked_at": None}, {"$set": {"revoked_at": now}})
 
     def list_keys(self) -> list[KeyInfo]:
         order = [("created_at", ASCENDING), ("key_id", ASCENDING)]

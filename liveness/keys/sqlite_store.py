@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from liveness.storage.sqlite import SqliteFile, run_script
 
+from .bws import BwsClient
 from .base import (
     DEFAULT_LEASE_S,
     Clock,
@@ -68,6 +69,24 @@ _LEASES_V2 = "ALTER TABLE usage ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;
 
 _KEY_COLUMNS = "key_id, name, prefix, quota_limit, period, created_at, revoked_at"
 
+# BWS 3 client credentials (liveness.keys.bws): the key is stored as is, HMAC verification needs it.
+BWS_SCHEMA_VERSION = 1
+_BWS_SCHEMA = """
+CREATE TABLE bws_clients (
+    client_id  TEXT PRIMARY KEY,
+    key_id     TEXT NOT NULL REFERENCES api_keys (key_id),
+    client_key TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+)
+"""
+
+
+def _row_to_bws(row: tuple) -> tuple[BwsClient, str]:
+    client_id, key_id, client_key, created_at, revoked_at = row
+    return BwsClient(client_id, key_id, datetime.fromisoformat(created_at),
+                     datetime.fromisoformat(revoked_at) if revoked_at else None), client_key
+
 
 def _row_to_info(row: sqlite3.Row | tuple) -> KeyInfo:
     key_id, name, prefix, limit, period, created_at, revoked_at = row
@@ -90,6 +109,7 @@ class SqliteKeyStore(SqliteFile, KeyStore):
         self.clock = clock or utcnow
         self.lease_s = lease_s
         self._migrate_schema("keys", SCHEMA_VERSION, _SCHEMA, {2: lambda conn: run_script(conn, _LEASES_V2)})
+        self._migrate_schema("bws_clients", BWS_SCHEMA_VERSION, _BWS_SCHEMA)
 
     def close(self) -> None:
         SqliteFile.close(self)
@@ -217,6 +237,28 @@ class SqliteKeyStore(SqliteFile, KeyStore):
                 )
             conn.execute("DELETE FROM leases WHERE expires_at < ?", (now,))
         return sum(n for _, _, n in groups)
+
+    def _insert_bws_client(self, client: BwsClient, key_b64: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT INTO bws_clients VALUES (?, ?, ?, ?, NULL)",
+                         (client.client_id, client.key_id, key_b64, client.created_at.isoformat()))
+
+    def _find_bws_client(self, client_id: str) -> tuple[BwsClient, str] | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT client_id, key_id, client_key, created_at, revoked_at FROM bws_clients"
+                               " WHERE client_id = ?", (client_id,)).fetchone()
+        return _row_to_bws(row) if row else None
+
+    def _bws_clients(self) -> list[BwsClient]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT client_id, key_id, client_key, created_at, revoked_at FROM bws_clients"
+                                " ORDER BY created_at, client_id").fetchall()
+        return [_row_to_bws(r)[0] for r in rows]
+
+    def _revoke_bws_client(self, client_id: str, now: datetime) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE bws_clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
+                         (now.isoformat(), client_id))
 
     def list_keys(self) -> list[KeyInfo]:
         with self._read() as conn:

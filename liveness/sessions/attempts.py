@@ -126,8 +126,10 @@ class Attempts:
         await self.admission.check(Prepaid(rec.key_id, rec.session_id))  # a revoked key stops its sessions
         return rec
 
-    async def begin(self, token: str, family: str) -> Grant:
-        """Reserve one attempt of the token's session, before any model work."""
+    async def begin(self, token: str, family: str, request: dict[str, Any] | None = None) -> Grant:
+        """Reserve one attempt of the token's session, before any model work.  ``request``: what an
+        adapter with an audit trail keeps of the call (its id, URL, method, content type and length,
+        user agent: no body), stored on the attempt and read only by ``SessionCrud.audit``."""
         rec = await self._session_for(token, family)
         await self.housekeeping()
         for _ in range(CAS_RETRIES):
@@ -138,8 +140,10 @@ class Attempts:
                 raise LivenessError(ATTEMPTS_EXHAUSTED, f"All {rec.params.max_attempts} attempts of this session are used.")
             await self.throttle.check(rec.key_id, rec.params.device_correlation_id, now)
             attempt_id = max((a["attempt_id"] for a in rec.attempts), default=0) + 1
-            state = {**rec.state, "attempts": [*rec.attempts, {"attempt_id": attempt_id, "status": M.RUNNING,
-                                                                 "received_at": iso(now)}]}
+            entry: dict[str, Any] = {"attempt_id": attempt_id, "status": M.RUNNING, "received_at": iso(now)}
+            if request is not None:
+                entry["request"] = dict(request)
+            state = {**rec.state, "attempts": [*rec.attempts, entry]}
             if await asyncio.to_thread(self.store.update, rec.with_state(state)):
                 return _grant(rec, attempt_id, now)
             rec = await self._session_for(token, family)

@@ -143,14 +143,26 @@ class SessionCrud:
         await self.maybe_purge()
         return self.view(await self._own(key_id, session_id), self.clock())
 
-    async def list(self, credential: Credential, limit: int) -> dict[str, Any]:
+    async def list(self, credential: Credential, limit: int, *, full: bool = False) -> dict[str, Any]:
+        """The key's sessions, newest first; ``full``: each with its attempts and verify image too."""
         key_id = await self.admission.owner(credential)
         limit = max(1, min(int(limit), self.settings.session_list_max))
         recs = await asyncio.to_thread(self.store.list, key_id, limit)
         now = self.clock()
-        return {"sessions": [
-            {k: v for k, v in self.view(r, now).items() if k not in ("attempts", "verify_image")} for r in recs
-        ]}
+        drop = () if full else ("attempts", "verify_image")
+        return {"sessions": [{k: v for k, v in self.view(r, now).items() if k not in drop} for r in recs]}
+
+    async def audit(self, credential: Credential, session_id: Any) -> dict[str, Any]:
+        """``get``'s view, each attempt with the ``request`` its adapter recorded (``Attempts.begin``)
+        and its latency: what an API with an audit trail (Azure Face's audit entries) answers."""
+        key_id = await self.admission.owner(credential)
+        rec = await self._own(key_id, session_id)
+        now = self.clock()
+        limit_s = self.settings.challenge_session_ttl_s + self.settings.video_decode_timeout_s
+        keep = ("attempt_id", "status", "received_at", "result", "error", "request", "latency_ms")
+        attempts = [{k: v for k, v in M.settled(a, now, rec.expired(now), limit_s).items() if k in keep}
+                    for a in rec.attempts]
+        return {**self.view(rec, now), "attempts": attempts}
 
     async def delete(self, credential: Credential, session_id: Any) -> None:
         key_id = await self.admission.owner(credential)

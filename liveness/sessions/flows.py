@@ -47,8 +47,9 @@ async def _fail(service: SessionService, grant: Grant, err: LivenessError) -> Ou
     return Outcome(view, error=err)
 
 
-async def passive_attempt(service: SessionService, token: str, image: Callable[[], bytes]) -> Outcome:
-    grant = await service.attempts.begin(token, "passive")
+async def passive_attempt(service: SessionService, token: str, image: Callable[[], bytes], *,
+                          request: dict[str, Any] | None = None) -> Outcome:
+    grant = await service.attempts.begin(token, "passive", request)
     try:
         data = image()
         result: LivenessResult = await service.ops.check_image(grant.credential, data)

@@ -77,8 +77,11 @@ class SessionService:
     async def get(self, credential: Credential, session_id: Any) -> dict[str, Any]:
         return await self.crud.get(credential, session_id)
 
-    async def list(self, credential: Credential, limit: int) -> dict[str, Any]:
-        return await self.crud.list(credential, limit)
+    async def list(self, credential: Credential, limit: int, *, full: bool = False) -> dict[str, Any]:
+        return await self.crud.list(credential, limit, full=full)
+
+    async def audit(self, credential: Credential, session_id: Any) -> dict[str, Any]:
+        return await self.crud.audit(credential, session_id)
 
     async def delete(self, credential: Credential, session_id: Any) -> None:
         await self.crud.delete(credential, session_id)

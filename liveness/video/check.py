@@ -20,6 +20,12 @@ alive, or spoof (``RejectedByPassiveLiveDetection``).  ``FailureToAcquire`` (no 
 often enough) is refunded, like ``no_face`` on the image endpoint, and so is every error: bad
 input (limits, unsupported, corrupt, timeout) is never charged.
 
+Detections (``return_detection``, FindFace's; liveness.detections): when the verdict is
+``alive``, the best face is embedded with the face verifier (YuNet's face over the liveness
+face, MobileFaceNet) and only that embedding is stored, under the paying key, inside the same
+admission block: it costs no extra unit, and a detection that cannot be stored (the key's cap)
+fails the request before its unit is committed.  The key's room is checked before any decoding.
+
 Only ``LivenessError`` escapes; anything unexpected is logged and becomes ``INTERNAL_ERROR``.
 """
 
@@ -37,7 +43,7 @@ import cv2
 import numpy as np
 
 from liveness.detection.base import Face
-from liveness.errors import INTERNAL_ERROR, UNSUPPORTED_VIDEO, VIDEO_TIMEOUT, LivenessError
+from liveness.errors import INTERNAL_ERROR, UNSUPPORTED_VIDEO, VERIFICATION_UNAVAILABLE, VIDEO_TIMEOUT, LivenessError
 from liveness.inference.repository import ModelVersion
 from liveness.pipeline import quality_flags
 from liveness.recognition.align import ALIGNED_SIZE, align_face
@@ -47,8 +53,10 @@ from liveness.video.probe import VideoInfo, VideoLimits, check_size, probe
 from liveness.video.quality import face_quality
 
 if TYPE_CHECKING:
+    from liveness.detections import DetectionStore
     from liveness.keys import Credential
     from liveness.operations import Operations
+    from liveness.recognition import FaceTemplate
 
 log = logging.getLogger("liveness.video")
 
@@ -114,6 +122,10 @@ class BestFace:
     bbox: tuple[int, int, int, int]  # left, top, right, bottom
     photo_jpeg: bytes | None = None  # the full frame, only when asked for
     normalized_png: bytes | None = None  # 112x112 face, only when asked for
+    # return_detection: the stored detection's id, or why there is none (not_alive,
+    # no_face_for_recognition); both None when no detection was asked for.
+    detection_id: str | None = None
+    detection_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,12 +261,16 @@ async def check_video(
     *,
     return_photo: bool = False,
     return_normalized: bool = False,
+    return_detection: bool = False,
 ) -> VideoResult:
     """Check one video.  ``content_type`` is advisory (echoed in an ``unsupported_video``
     error's details): the magic bytes decide the container.  Raises only ``LivenessError`` (limits, format, key, quota, ours)."""
     t0 = time.perf_counter()
     s = ops.settings
     async with ops.admission.admit(credential) as ctx:
+        store = _detection_store(ops) if return_detection else None
+        if store is not None:
+            await asyncio.to_thread(store.check_room, ctx.key_id)  # a full key pays no decoding
         limits = VideoLimits.from_settings(s)
         try:
             check_size(data, limits)  # bytes and magic: microseconds, on the loop
@@ -275,12 +291,18 @@ async def check_video(
         timings = {"probe": t_probe - t0}
         await ctx.input_valid()  # a readable container within every limit: one unit from here
         try:
-            result = await _run(ops, data, info, index, versions, limits, timings, return_photo, return_normalized)
+            result, template = await _run(ops, data, info, index, versions, limits, timings, return_photo,
+                                          return_normalized, return_detection)
         except LivenessError:
             raise
         except Exception as e:
             log.exception("video liveness check failed")
             raise LivenessError(INTERNAL_ERROR, "The liveness check failed on the server.") from e
+        if store is not None and template is not None and result.best_face is not None:
+            # Inside the block: stored before the unit is committed, refunded if it cannot be.
+            d = await asyncio.to_thread(store.put, ctx.key_id, template.embedding, template.bbox, template.model,
+                                        template.quality, template.reasons)
+            result = replace(result, best_face=replace(result.best_face, detection_id=d.detection_id))
         if result.verdict is Verdict.FAILURE_TO_ACQUIRE:
             ctx.waive()  # no verdict: not charged
     result = replace(result, charged=ctx.charged)
@@ -288,8 +310,40 @@ async def check_video(
     return replace(result, timings_ms={k: round(v * 1000, 2) for k, v in timings.items()})
 
 
+def _detection_store(ops: "Operations") -> "DetectionStore":
+    """Where detections go; VERIFICATION_UNAVAILABLE when they cannot be made here."""
+    ops.require_verifier()
+    store = getattr(ops, "detections", None)
+    if store is None:
+        raise LivenessError(VERIFICATION_UNAVAILABLE, "Detections need face verification, which is off on this server.")
+    return store
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """The best live face as the verifier sees it: what a detection keeps (never the frame)."""
+
+    embedding: np.ndarray
+    bbox: tuple[int, int, int, int]  # the verifier's face, left, top, right, bottom
+    model: ModelVersion
+    quality: str  # quality_for_recognition
+    reasons: tuple[str, ...]
+
+
+async def _embed_best(ops: "Operations", best: _Outcome, versions) -> tuple[_Embedded | None, str | None]:
+    """The verifier's template of the best live face (its YuNet face overlapping the liveness
+    face), or why there is none."""
+    bgr = best.item.bgr
+    template: "FaceTemplate | None" = await ops.require_verifier().probe(bgr, versions, best.face)
+    if template is None:
+        return None, "no_face_for_recognition"
+    h, w = bgr.shape[:2]
+    q = template.quality
+    return _Embedded(template.embedding, _ltrb(template.face, w, h), template.model, q.level, tuple(q.reasons)), None
+
+
 async def _run(ops: "Operations", data, info, index, versions, limits, timings, return_photo,
-               return_normalized) -> VideoResult:
+               return_normalized, return_detection=False) -> tuple[VideoResult, _Embedded | None]:
     s = ops.settings
     loop = asyncio.get_running_loop()
     chunk_size = s.video_chunk_frames
@@ -399,9 +453,15 @@ async def _run(ops: "Operations", data, info, index, versions, limits, timings, 
 
     best = best_live if verdict is Verdict.LIVE else best_any
     best_face = None
+    template = None
     if best is not None:  # JPEG/PNG encoding off the event loop
         best_face = await ops.cpu(_best_face, best, return_photo, return_normalized,
                                   _normalized_template(ops) if return_normalized else None)
+        if return_detection:  # only a live verdict makes a detection
+            te = time.perf_counter()
+            template, reason = await _embed_best(ops, best, versions) if verdict is Verdict.LIVE else (None, "not_alive")
+            best_face = replace(best_face, detection_reason=reason)
+            timings["detection"] = time.perf_counter() - te
     pipeline = ops.pipeline
     models = (
         *(ops.backend.version_info(m, versions[m]) for m in (detectors or [pipeline.detector.model])),
@@ -423,4 +483,4 @@ async def _run(ops: "Operations", data, info, index, versions, limits, timings, 
         charged=False,
         frames_decoded=stats.decoded,
         seeks=stats.seeks,
-    )
+    ), template

@@ -266,7 +266,7 @@ def test_session_image_only_when_enabled_and_purge_command(env):
                             (plain["session_id"],)).fetchone()
     assert n == 0
     out = json.loads(run_cli(db, "sessions", "purge").stdout)
-    assert set(out) == {"references_wiped", "sessions_deleted", "images_deleted", "failures_deleted"}
+    assert set(out) == {"references_wiped", "sessions_deleted", "images_deleted", "failures_deleted", "detections_deleted"}
 
 
 # ----------------------------------------------------------------------------- video and challenge

@@ -127,7 +127,7 @@ def test_start_answers_the_flask_services_fields_and_charges_the_session(svc):
 ])
 def test_start_refuses_bad_keys(svc, headers, status, code):
     got, body = start(svc, {}, headers)
-    assert (got, body["error"]["code"]) == (status, code) and set(body) == {"error"}
+    assert (got, body["error"]["code"]) == (status, code) and body["success"] is False and set(body) == {"error", "success"}
 
 
 def test_choosing_challenges_needs_the_admin_key(svc, make_core, clock):
@@ -205,7 +205,8 @@ def test_the_frame_is_read_only_after_the_key_and_the_session_are_checked(svc):
     bad = {"session_id": sid, "image": "!!!"}
     assert process(svc, bad, {"X-API-Key": "lk_unknown"})[1]["error"]["code"] == "invalid_api_key"
     assert process(svc, {**bad, "session_id": "no-such-session"}, h)[1]["error"]["code"] == "session_not_found"
-    assert process(svc, bad, h) == (400, {"error": {"code": "invalid_base64", "message": "image is not valid base64"}})
+    assert process(svc, bad, h) == (400, {"error": {"code": "invalid_base64", "message": "image is not valid base64"},
+                                          "success": False})
     status, body = process(svc, {"session_id": sid}, h)
     assert (status, body["error"]["code"]) == (400, "missing_image")
 
@@ -274,3 +275,44 @@ def test_status_route_reads_the_session_with_the_key_from_header_or_query(svc, m
     monkeypatch.setattr(routes.bentoml, "get_current_service", lambda: None)
     r = client.get(f"/status/{sid}", headers={"X-API-Key": key})
     assert (r.status_code, r.json()["error"]["code"], r.headers["retry-after"]) == (503, "not_ready", "1")
+
+
+# -- Liveness_service's fields over HTTP --------------------------------------------------------------------
+
+
+def test_answers_carry_liveness_services_fields_and_errors_its_success_flag(svc, clock):
+    key = svc.core.keys.create("ch", 5).raw_key
+    status, started = start(svc, {}, {"X-API-Key": key})
+    assert (status, started["success"], type(started["expires_in_minutes"])) == (200, True, int)
+    sid = started["session_id"]
+    status, fb = process(svc, {"session_id": sid, "image": b64(FRAME)}, {"X-API-Key": key})
+    assert (status, fb["success"], fb["face_detected"], fb["challenge"]) == (200, True, True, started["challenge"])
+    status, err = process(svc, {"session_id": "nope", "image": b64(FRAME)}, {"X-API-Key": key})
+    assert (status, err["success"], err["error"]["code"]) == (404, False, "session_not_found")
+    status, done = complete(svc, {"session_id": sid}, {"X-API-Key": key})
+    assert (status, done["success"], done["verdict"], done["total_blinks"]) == (200, False, "failed", 0)
+    assert done["verified_image"] is None and isinstance(done["timestamp"], str)
+    assert used(svc.core, "ch") == 1
+
+
+def test_health_has_liveness_services_fields_and_a_server_wide_count(svc, monkeypatch):
+    import edge.routes as routes
+
+    monkeypatch.setattr(routes.bentoml, "get_current_service", lambda: svc)
+    a, b = svc.core.keys.create("a", 5).raw_key, svc.core.keys.create("b", 5).raw_key
+    for key in (a, b, b):
+        assert start(svc, {}, {"X-API-Key": key})[0] == 200
+    r = TestClient(routes.status_app(svc.core.settings)).get("/health")  # no key
+    body = r.json()
+    assert r.status_code == 200 and body == {"status": "healthy", "service": "liveness", "version": body["version"],
+                                             "active_sessions": 3, "max_sessions": 1000}
+    assert isinstance(body["version"], str) and body["version"]
+    assert (used(svc.core, "a"), used(svc.core, "b")) == (1, 2)  # /health charges nothing
+
+
+def test_health_while_loading(svc, monkeypatch):
+    import edge.routes as routes
+
+    monkeypatch.setattr(routes.bentoml, "get_current_service", lambda: Svc(svc.core, challenges=None))
+    r = TestClient(routes.status_app(svc.core.settings)).get("/health")
+    assert r.status_code == 503 and r.json()["status"] == "loading" and set(r.json()) == {"status", "service", "version"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -146,6 +147,15 @@ def test_answer_rounding_and_types():
                                                    (Verdict.FAILURE_TO_ACQUIRE, "failure_to_acquire")])
 def test_decision_names(verdict, decision):
     assert video_response(result(verdict=verdict), "r")["decision"] == decision
+
+
+def test_detection_fields_only_when_a_detection_was_asked_for():
+    best = result().best_face
+    assert "detection_id" not in video_response(result(), "r")["best_face"]
+    d = video_response(result(best_face=replace(best, detection_id="abc")), "r")["best_face"]
+    assert d["detection_id"] == "abc" and "detection_reason" not in d
+    d = video_response(result(best_face=replace(best, detection_reason="not_alive")), "r")["best_face"]
+    assert (d["detection_id"], d["detection_reason"]) == (None, "not_alive")
 
 
 def test_no_face_anywhere_gives_nulls():
