@@ -27,6 +27,7 @@ import grpc
 
 from edge import render
 from edge.protogen import load
+from liveness.admission import settle_after_send
 from liveness.errors import INTERNAL_ERROR, MISSING_IMAGE, MISSING_VIDEO, MULTIPLE_FACES, NO_FACE, NOT_READY, INVALID_REQUEST, LivenessError
 from liveness.keys import Principal
 from liveness.pipeline import FACE_CUT_OFF, FACE_TOO_SMALL, MULTIPLE_FACES_FLAG
@@ -188,6 +189,15 @@ class CallFrame:
         def trailer(*extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
             return (("response-time-ms", f"{(time.perf_counter() - t0) * 1000:.1f}"), *extra)
 
+        with settle_after_send() as pending:
+            response = await self._answer(context, metadata, work, endpoint, initial[0][1], trailer)
+        if pending:  # settled when the call ends: delivered, or cancelled (deadline, client gone)
+            context.add_done_callback(lambda call: _settle(pending, delivered=not call.cancelled()))
+        return response
+
+    async def _answer(self, context: grpc.aio.ServicerContext, metadata: dict[str, str],
+                      work: Callable[[Principal | None], Awaitable[Any]], endpoint: str, jobid: str,
+                      trailer: Callable[..., tuple[tuple[str, str], ...]]) -> Any:
         try:
             if not self.core.ready:
                 raise LivenessError(NOT_READY, "The service is loading; retry shortly.")
@@ -210,13 +220,26 @@ class CallFrame:
         except _Abort as a:
             await context.abort(a.code, a.details, trailing_metadata=trailer())
         except Exception as exc:  # ours (a store error, a bug): logged without request data, never charged
-            render.log_unexpected(endpoint, exc, initial[0][1], logger=log)
+            render.log_unexpected(endpoint, exc, jobid, logger=log)
             self.observe(endpoint, INTERNAL_ERROR.code)
             await context.abort(grpc.StatusCode.INTERNAL, f"{render.UNEXPECTED.code}: {render.UNEXPECTED.message}",
                                 trailing_metadata=trailer(("error-code", INTERNAL_ERROR.code)))
         self.observe(endpoint, "live" if response.live else "spoof")
         context.set_trailing_metadata(trailer())
         return response
+
+
+_SETTLING: set[asyncio.Task] = set()
+
+
+def _settle(pending: list[Callable[..., Awaitable[None]]], delivered: bool) -> None:
+    """Run a finished call's settlements (liveness.admission ``settle_after_send``): a unit is
+    committed only when the answer was delivered, so a client whose deadline passed while the
+    answer was on its way pays nothing."""
+    for settle in pending:
+        task = asyncio.ensure_future(settle(delivered=delivered))
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
 
 
 class LivenessServicer(CallFrame, pb2_grpc.LivenessWebServiceServicer):

@@ -65,8 +65,10 @@ _AFTER_SEND: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar
 def settle_after_send() -> Iterator[list[Callable[[], Awaitable[None]]]]:
     """Within this, a request that succeeds is not committed at the end of its block: its
     settlement is appended to the yielded list, for the edge to run once the response has been
-    written to the socket.  A process killed in between then leaves a lease (reclaimed: the
-    client got nothing, pays nothing) instead of a charge for an answer never sent."""
+    written to the socket (``await settle()``), or with ``settle(delivered=False)`` when it knows
+    the answer did not reach the client (it is then refunded).  A process killed in between leaves
+    a lease (reclaimed: the client got nothing, pays nothing) instead of a charge for an answer
+    never sent."""
     pending: list[Callable[[], Awaitable[None]]] = []
     token = _AFTER_SEND.set(pending)
     try:
@@ -293,7 +295,16 @@ class Admission:
             await self._succeed(ctx)
         else:  # the edge commits once the answer is on the wire (settle_after_send)
             ctx.charged = ctx._unit is not None and not ctx._waived
-            pending.append(partial(self._succeed, ctx))
+            pending.append(partial(self._delivered, ctx))
+
+    async def _delivered(self, ctx: Admitted, delivered: bool = True) -> None:
+        """A pending settlement: committed once the answer was delivered; given back when the
+        edge knows it was not (a gRPC call whose deadline passed while the answer was sent)."""
+        if delivered:
+            await self._succeed(ctx)
+        else:
+            ctx.charged = False
+            await ctx._settle(False)
 
     async def _succeed(self, ctx: Admitted) -> None:
         await ctx._settle(True)

@@ -52,6 +52,21 @@ class Context:
         self.remaining = remaining
         self.initial: list[tuple[str, str]] | None = None
         self.trailing: dict[str, str] = {}
+        self.done_callbacks: list = []
+        self.was_cancelled = False
+
+    def add_done_callback(self, callback) -> None:
+        self.done_callbacks.append(callback)
+
+    def cancelled(self) -> bool:
+        return self.was_cancelled
+
+    async def end(self, cancelled: bool = False) -> None:
+        """The call terminates (grpc runs the done callbacks); the settlements they start finish."""
+        self.was_cancelled = cancelled
+        for callback in self.done_callbacks:
+            callback(self)
+        await asyncio.gather(*G._SETTLING)
 
     def invocation_metadata(self):
         return self.metadata
@@ -181,13 +196,20 @@ class Harness:
     def token(self, name: str, limit: int = 5) -> str:
         return self.issue(self.core.keys.create(name, limit).info.key_id)
 
-    def call(self, method: str, request, metadata=(), remaining=None):
+    def call(self, method: str, request, metadata=(), remaining=None, delivered: bool = True):
+        """Run one call to its end: ``delivered=False`` ends it cancelled (the client's deadline
+        passed while the answer was on its way)."""
         context = Context(tuple(metadata), remaining)
-        try:
-            response = asyncio.run(getattr(self.servicer, method)(request, context))
-        except Aborted as a:
-            return a, context
-        return response, context
+
+        async def run():
+            try:
+                return await getattr(self.servicer, method)(request, context)
+            except Aborted as a:
+                return a
+            finally:
+                await context.end(cancelled=not delivered)
+
+        return asyncio.run(run()), context
 
 
 @pytest.fixture
@@ -218,6 +240,17 @@ def test_one_live_image_is_succeeded_with_metadata_and_one_unit(h):
     assert uuid.UUID(initial["jobid"]) and initial["reference-number"] == "order-42"
     assert float(ctx.trailing["response-time-ms"]) >= 0 and "error-code" not in ctx.trailing
     assert used(h.core, "g") == 1 and h.observed == [("grpc_image", "live")]
+
+
+def test_an_answer_the_client_never_received_is_not_charged(h):
+    """The unit is settled when the call ends: committed when the answer was delivered, given back
+    when the call ended cancelled (the client's deadline passed while the answer was on its way)."""
+    token = h.token("g")
+    r, ctx = h.call("LivenessDetection", images(LIVE), bearer(token), delivered=False)
+    assert r.live and len(ctx.done_callbacks) == 1
+    assert used(h.core, "g") == 0
+    h.call("LivenessDetection", images(LIVE), bearer(token))
+    assert used(h.core, "g") == 1
 
 
 def test_metadata_keys_are_case_insensitive_and_the_reference_is_optional(h):
