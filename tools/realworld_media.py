@@ -213,11 +213,12 @@ def dev_phone_mix(media: Path, models: Path, megapixels: tuple[int, ...] = tuple
 DEV_ATTACKS = {"F1": "print", "F2": "replay"}
 
 
-def write_set(out: Path, media: Path, models: Path) -> Path:
-    """The set as files plus a ``labels.csv`` that ``liveness evaluate`` reads; returns the CSV."""
+def write_set(out: Path, media: Path, models: Path, which: str = "realworld") -> Path:
+    """The set (``realworld`` or ``phone``: ``dev_phone_mix``) as files plus a ``labels.csv`` that
+    ``liveness evaluate`` reads; returns the CSV."""
     out.mkdir(parents=True, exist_ok=True)
     rows = ["file,label,attack,subject,condition"]
-    for s in dev_realworld_set(media, models):
+    for s in (dev_phone_mix if which == "phone" else dev_realworld_set)(media, models):
         ext = ".png" if s.condition.startswith("png") else ".jpg"
         name = s.name.replace("/", "_").replace("@", "_") + ext
         (out / name).write_bytes(s.data)
@@ -236,5 +237,6 @@ if __name__ == "__main__":
     ap.add_argument("out", type=Path)
     ap.add_argument("--media", type=Path, default=repo.parent / "shared" / "media" / "dev")
     ap.add_argument("--models", type=Path, default=repo.parent / "shared" / "models")
+    ap.add_argument("--set", dest="which", choices=("realworld", "phone"), default="realworld")
     a = ap.parse_args()
-    print(write_set(a.out, a.media, a.models))
+    print(write_set(a.out, a.media, a.models, a.which))
