@@ -29,9 +29,9 @@ from starlette.routing import Route
 from edge import metrics, render
 from edge.json_body import parse_object
 from edge.multipart import parse_form
+from edge.raw_body import read_body
 from liveness.admission import settle_after_send
 from liveness.errors import (
-    IMAGE_TOO_LARGE,
     INVALID_REQUEST,
     MISSING_API_KEY,
     MISSING_IMAGE,
@@ -152,22 +152,6 @@ def parse_create(body: bytes, content_type: str, api: Api) -> Callable[[], tuple
         return from_form
     doc = parse_object(body, empty_ok=False)
     return lambda: (session_params(doc, api), None)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past ``limit`` bytes before it is all read (Starlette routes have no
-    RawBodyMiddleware in front of them)."""
-    length = request.headers.get("content-length", "")
-    too_large = LivenessError(IMAGE_TOO_LARGE, f"The request body exceeds {limit} bytes.")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _query_int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -32,6 +32,7 @@ from starlette.routing import Route
 from edge import bws_grpc, render
 from edge.bws_grpc import BWS_VERSION, pb2
 from edge.grpc_server import status_code
+from edge.raw_body import read_body
 from edge.json_body import parse_object
 from liveness.admission import settle_after_send
 from liveness.errors import (IMAGE_TOO_LARGE, INVALID_BASE64, INVALID_REQUEST, MULTIPLE_FACES, NO_FACE, NOT_READY,
@@ -69,21 +70,6 @@ def error_response(err: LivenessError, headers: dict[str, str]) -> JSONResponse:
 
 
 # -- requests --------------------------------------------------------------------------------------
-
-
-async def read_body(request: Request, limit: int, kind: Any = IMAGE_TOO_LARGE) -> bytes:
-    """The body, refused (413, ``kind``) over ``limit`` bytes by its Content-Length or while it is read."""
-    too_large = LivenessError(kind, f"The request body exceeds {limit} bytes.", {"limit": limit})
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _image(value: Any, limits: Any, field: str) -> bytes:
