@@ -20,7 +20,6 @@ import logging
 from functools import partial
 from typing import Any, Awaitable, Callable
 
-from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.routing import Route
@@ -58,16 +57,7 @@ async def _guard(ctx: Ctx, endpoint: str | None, call: Callable[[], Awaitable[An
     never pays for an answer it did not receive."""
     with settle_after_send() as pending:
         response = await _answer(ctx, endpoint, call, fail, **extra)
-    if pending:
-        response.background = _then(response.background, pending)
-    return response
-
-
-def _then(first: BackgroundTask | None, settlements: list[Callable[[], Awaitable[None]]]) -> BackgroundTasks:
-    tasks = BackgroundTasks([first] if first is not None else [])
-    for settle in settlements:
-        tasks.add_task(settle)
-    return tasks
+    return render.settle_when_sent(response, pending)
 
 
 async def _answer(ctx: Ctx, endpoint: str | None, call: Callable[[], Awaitable[Any]],

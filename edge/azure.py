@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
-from starlette.background import BackgroundTasks
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -342,11 +341,7 @@ def azure_routes(get_sessions: Callable[[], Any], body_limit: Callable[[], int] 
                 except Exception as exc:  # noqa: BLE001 - ours: Azure's envelope, logged without request data
                     render.log_unexpected(request.url.path, exc, request_id)
                     response = error_response(render.UNEXPECTED, request_id)
-            if pending:
-                tasks = BackgroundTasks([response.background] if response.background is not None else [])
-                for settle in pending:
-                    tasks.add_task(settle)
-                response.background = tasks
+            render.settle_when_sent(response, pending)
             response.headers["apim-request-id"] = request_id
             return response
 

@@ -24,7 +24,6 @@ import time
 from typing import Any, Awaitable, Callable
 
 from google.protobuf import json_format
-from starlette.background import BackgroundTasks
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -165,11 +164,7 @@ def bws_routes(get_core: Callable[[], Any]) -> list[Route]:
                 return done(error_response(LivenessError(NOT_READY, "The service is loading; retry shortly."), headers))
             with settle_after_send() as pending:
                 response = await answer(request, core, headers, jobid)
-            if pending:
-                response.background = BackgroundTasks([*([response.background] if response.background else [])])
-                for settle in pending:
-                    response.background.add_task(settle)
-            return done(response)
+            return done(render.settle_when_sent(response, pending))
 
         async def answer(request: Request, core: Any, headers: dict[str, str], jobid: str) -> Response:
             from edge import metrics

@@ -19,9 +19,10 @@ import re
 import sqlite3
 import traceback
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
-from starlette.responses import JSONResponse
+from starlette.background import BackgroundTasks
+from starlette.responses import JSONResponse, Response
 
 from edge.facia import error_response as facia_error_response
 from liveness.errors import INTERNAL_ERROR, NOT_READY, LivenessError
@@ -87,3 +88,15 @@ def facia_error(err: LivenessError, ctx: Any = None, **extra: Any) -> JSONRespon
 def not_ready() -> JSONResponse:
     """503 not_ready while this worker's services are loading."""
     return error(LOADING)
+
+
+def settle_when_sent(response: Response, pending: list[Callable[[], Awaitable[None]]]) -> Response:
+    """``response`` with the request's pending settlements (liveness.admission
+    ``settle_after_send``) run after it has been written to the socket, behind its own background
+    work: a unit is committed only for an answer that was sent."""
+    if pending:
+        tasks = BackgroundTasks([response.background] if response.background is not None else [])
+        for settle in pending:
+            tasks.add_task(settle)
+        response.background = tasks
+    return response
