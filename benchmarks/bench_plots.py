@@ -8,7 +8,9 @@
 * ``batch.png``       the ``liveness_batch_size`` histogram at the FACIA peak, one bar per model;
 * ``comparison.png``  single-image throughput: reference, in-process, HTTP endpoints;
 * ``backends.png``    embedded vs Triton vs INT8 (req/s and p95 per compare level) and model-only
-  float32 vs INT8.
+  float32 vs INT8;
+* ``phone.png``       the phone-photo mix: req/s and p50/p95 versus users for FACIA and native,
+  with the mix's reference peer, 4x it, the mix's in-process ceiling and the 100 ms line.
 """
 
 from __future__ import annotations
@@ -228,11 +230,46 @@ def backends(res: Any, path: Path, quick: bool) -> Path | None:
     return path
 
 
+def phone(res: Any, path: Path, quick: bool) -> Path | None:
+    ph = (res.get("phone") if isinstance(res, dict) else getattr(res, "phone", None)) or {}
+    sweep = _by_endpoint(ph.get("sweep") or [])
+    if not sweep:
+        return None
+    ref = (ph.get("reference") or {}).get("warm", {}).get("images_per_s")
+    ceiling = (ph.get("ceiling") or {}).get("images_per_s")
+    users = sorted({r["users"] for rows in sweep.values() for r in rows})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for ep, rows in sweep.items():
+        us = [r["users"] for r in rows]
+        a.plot(us, [r["rps"] for r in rows], "o-", color=COLORS[ep], label=NAMES[ep])
+        b.plot(us, [r["p50"] for r in rows], "o--", color=COLORS[ep], label=f"{NAMES[ep].split(' (')[0]} p50", ms=4)
+        b.plot(us, [r["p95"] for r in rows], "s-", color=COLORS[ep], label=f"{NAMES[ep].split(' (')[0]} p95", ms=4)
+    if ceiling:
+        a.axhline(ceiling, color="gray", ls="--", lw=1, label=f"in-process ceiling on the mix {ceiling:.0f}/s")
+    if ref:
+        a.axhline(ref, color="black", ls=":", lw=1, label=f"reference on the mix {ref:.1f} images/s")
+        a.axhline(4 * ref, color="tab:red", ls="-.", lw=1, label=f"goal 4× reference = {4 * ref:.0f}/s")
+    b.axhline(100, color="tab:red", ls="-.", lw=1, label="100 ms")
+    for ax, title, unit in ((a, "Throughput", "requests / s"), (b, "Latency", "ms")):
+        _log2_users(ax, users)
+        ax.set_ylabel(unit)
+        ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Phone-photo mix (2-12 MP JPEG) versus concurrency, served Bento")
+    _stamp(fig, quick)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def make_plots(res: Any, out_dir: Path, quick: bool = False) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     made = {}
     for name, fn in (("throughput", throughput), ("latency", latency), ("batch", batch), ("comparison", comparison),
-                     ("backends", backends)):
+                     ("backends", backends), ("phone", phone)):
         path = out_dir / f"{name}.png"
         result = fn(res, path, quick)
         if result is not None:

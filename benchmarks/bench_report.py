@@ -20,14 +20,23 @@ Steps (all regenerated on every run, nothing carried over but the dated profilin
      the compare levels;
   6. served with the Triton backend: a real tritonserver from .venv-triton (``make triton``)
      serving .triton/repository, the Bento in front of it; FACIA at the compare levels;
-  7. plots (``bench_plots.py``, matplotlib from requirements-bench.txt) and the report.  The raw
-     numbers are kept in .bench/results.json.
+  7. phone-photo mix (issue 15; ``phone``): the mix of ``phone_mix.py`` (dev media upscaled to
+     2-12 MP, JPEG quality 90) written once to a temporary folder, then in this run the reference
+     peer on it (``bench_reference.py --mix``), the in-process ceiling on it with the per-stage
+     split, and FACIA and native served over it (Locust with LIVENESS_LOADTEST_MIX) at the sweep's
+     users and at half their peak; CPU per request split into decode / detect / classify /
+     outside the pipeline, and the issue's three goal ratios;
+  8. plots (``bench_plots.py``, matplotlib from requirements-bench.txt) and the report.  The raw
+     numbers are kept in .bench/results.json (beside the report when ``--output`` is elsewhere).
 
 Environment (command-line options win): BENCH_DURATION (seconds per load level, default 30),
 BENCH_LEVELS (users for FACIA and native, default "1,2,4,8,16,32"), BENCH_GRPC_LEVELS ("1,4,16"),
 BENCH_VIDEO_LEVELS ("1,2,4"), BENCH_COMPARE_LEVELS (embedded vs Triton vs INT8, "4,16"),
 BENCH_MODERATE_USERS (paced users at half peak, 8), BENCH_CONCURRENCY (in-process tasks,
-"8,16,32"), BENCH_SKIP (comma-separated steps to leave out: reference, triton, int8, profile).
+"8,16,32"), BENCH_SKIP (comma-separated steps to leave out: reference, inprocess (the dev-image
+ceiling and model-only), served (the dev-image served levels, and with them the profile), triton,
+int8, profile, phone).  Only the phone step, quickly:
+``--quick --skip reference,inprocess,served,triton,int8,profile --output /tmp/perf.md``.
 ``--quick`` (or BENCH_QUICK=1): 5 s levels and fewer of them, for a smoke run of a few minutes.
 Numbers are only meaningful on an otherwise idle machine: Locust runs on the same host.
 """
@@ -69,10 +78,14 @@ BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 BUCKET_LABELS = ("1", "2", "3", "4", "5-6", "7-8", "9-12", "13-16", "17-24", "25-32", ">32")
 BIN = Path(sys.executable).parent
 RESULTS_JSON = REPO / ".bench" / "results.json"
+DEFAULT_OUTPUT = REPO / "docs" / "PERFORMANCE.md"
 TRITON_VENV = Path(os.environ.get("LIVENESS_TRITON_VENV", REPO / ".venv-triton"))
 TRITON_REPO = REPO / ".triton" / "repository"
 ANTISPOOF = ("minifasnet_v2", "minifasnet_v1se")
-STEPS = ("reference", "triton", "int8", "profile")
+# --skip names: "inprocess" = the dev-image in-process ceiling and model-only steps, "served" = the
+# embedded served levels on the dev images (sweep, half peak; the profile needs them), "phone" =
+# the phone-photo mix step (its own reference, ceiling and served levels).
+STEPS = ("reference", "inprocess", "served", "triton", "int8", "profile", "phone")
 
 # endpoint key -> (Locust user class in loadtests/locustfile.py, title)
 ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -83,6 +96,8 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
 }
 GOAL_RATIO = 4.0  # HTTP single-image throughput / reference images/s
 GOAL_P95_MS = 100.0  # at half of peak load
+GOAL_SERVED_OF_CEILING = 0.85  # phone mix: served throughput / in-process ceiling on the same mix
+PHONE_ENDPOINTS = ("facia", "native")
 
 
 # Profiling history: what was measured and changed, by hand (NOT regenerated; numbers are from the
@@ -174,6 +189,8 @@ class Results:
     compare: list[dict[str, Any]] = field(default_factory=list)  # int8 / triton rows (variant != embedded)
     int8_versions: dict[str, int] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    # The phone-photo mix step: mix (describe), reference, ceiling, sweep, moderate (rows as above).
+    phone: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # step -> why
     notes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
@@ -282,19 +299,25 @@ def preflight(cfg: Config) -> None:
 # --------------------------------------------------------------------------- step 1: reference
 
 
-def reference_pipeline(cfg: Config) -> dict[str, Any]:
-    """bench_reference.py in its own process (its thread pools and OpenCV settings stay there)."""
+def reference_pipeline(cfg: Config, mix: Path | None = None, seconds: float | None = None) -> dict[str, Any]:
+    """bench_reference.py in its own process (its thread pools and OpenCV settings stay there).
+    ``mix``: a folder of ``phone_mix.write_mix`` judged instead of the dev images (wrong
+    verdicts are then reported, not fatal)."""
+    seconds = seconds or cfg.reference_seconds
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_reference.py"), "--json",
-           "--seconds", str(cfg.reference_seconds), "--literal", str(cfg.reference_literal)]
-    log(f"reference: upstream Silent-Face pipeline, one image at a time, {cfg.reference_seconds:.0f} s")
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+           "--seconds", str(seconds), "--literal", str(cfg.reference_literal)]
+    if mix is not None:
+        cmd += ["--mix", str(mix)]
+    what = "reference" if mix is None else "phone: reference"
+    log(f"{what}: upstream Silent-Face pipeline, one image at a time, {seconds:.0f} s")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"bench_reference.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     w = out["warm"]
-    log(f"reference: {w['images_per_s']:.1f} images/s, p50 {w['p50_ms']:.1f} ms, p95 {w['p95_ms']:.1f} ms, "
+    log(f"{what}: {w['images_per_s']:.1f} images/s, p50 {w['p50_ms']:.1f} ms, p95 {w['p95_ms']:.1f} ms, "
         f"CPU {w['cpu_pct']:.0f}%, {w['wrong']} wrong of {w['images']}")
-    if w["wrong"]:
+    if w["wrong"] and mix is None:
         raise RuntimeError(f"the reference pipeline gave {w['wrong']} wrong verdicts: {w['scores']}")
     return out
 
@@ -302,9 +325,12 @@ def reference_pipeline(cfg: Config) -> dict[str, Any]:
 # --------------------------------------------------------------------------- step 2: in-process
 
 
-def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tuple[dict[str, Any], Any]:
+def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]], what: str = "in-process",
+                      strict: bool = True, n_seq: int | None = None) -> tuple[dict[str, Any], Any]:
     """Throughput of LivenessApp at each of ``cfg.concurrency`` task counts (the best one is the
-    ceiling), and sequential latency.
+    ceiling), and sequential latency, per-stage times (``timings_ms``) and process CPU per image.
+    ``strict``: a wrong sequential verdict stops the run (the dev images); else it is counted
+    (a mix).  ``n_seq``: sequential requests (default 30 quick / 90).
     Returns (numbers, a T1 face box for the model-only step)."""
     from edge import facia
     from liveness.app import LivenessApp
@@ -327,14 +353,23 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
         result = await app.check_image(None, lambda: facia.selfie_bytes(doc, limits))
         return result.is_live == live, result
 
+    stages: list[dict[str, float]] = []  # timings_ms of each sequential request
+    seq_wrong = 0
+
     async def sequential(n: int) -> tuple[list[float], Any]:
+        nonlocal seq_wrong
         lat, face = [], None
+        stages.clear()
+        seq_wrong = 0
         for i in range(n):
             t0 = time.perf_counter()
             ok, result = await one(i)
             lat.append(time.perf_counter() - t0)
+            stages.append(result.timings_ms)
             if not ok:
-                raise RuntimeError(f"wrong verdict for {docs[i % len(docs)][0]} in-process")
+                if strict:
+                    raise RuntimeError(f"wrong verdict for {docs[i % len(docs)][0]} in-process")
+                seq_wrong += 1
             if docs[i % len(docs)][0] == "T1":
                 face = result.face
         return lat, face
@@ -365,13 +400,15 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
 
     async def run() -> tuple[dict[str, Any], Any]:
         await sequential(6)  # warm-up: lazy imports, allocator, caches
-        n_seq = 30 if cfg.quick else 90
-        log(f"in-process: {n_seq} sequential requests")
-        lat, face = await sequential(n_seq)
+        n = n_seq or (30 if cfg.quick else 90)
+        log(f"{what}: {n} sequential requests")
+        cpu0 = cpu_now()
+        lat, face = await sequential(n)
+        seq_cpu = cpu_now() - cpu0
         levels = []
         for tasks in cfg.concurrency:
             hist.clear()
-            log(f"in-process: {tasks} concurrent tasks for {cfg.inprocess_seconds:.0f} s")
+            log(f"{what}: {tasks} concurrent tasks for {cfg.inprocess_seconds:.0f} s")
             cpu0 = cpu_now()
             done, wrong, elapsed, conc_lat = await saturate(cfg.inprocess_seconds, tasks)
             levels.append({
@@ -381,21 +418,28 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
                 "wrong": wrong,
                 "images_per_s": done / elapsed,
                 "cpu_pct": 100 * (cpu_now() - cpu0) / elapsed,
+                "cpu_ms_per_image": 1000 * (cpu_now() - cpu0) / max(1, done),
                 "conc_p50_ms": pct(conc_lat, 50) * 1000,
                 "conc_p95_ms": pct(conc_lat, 95) * 1000,
                 "batch_mean": {m: statistics.mean(v) for m, v in sorted(hist.items()) if v},
             })
             lv = levels[-1]
-            log(f"in-process:   {lv['images_per_s']:.1f} images/s, p50 {lv['conc_p50_ms']:.0f} ms, "
+            log(f"{what}:   {lv['images_per_s']:.1f} images/s, p50 {lv['conc_p50_ms']:.0f} ms, "
                 f"CPU {lv['cpu_pct']:.0f}% of one core, {wrong} wrong verdicts")
         best = max(levels, key=lambda lv: lv["images_per_s"])
         numbers = {
             **best,  # the ceiling is the best concurrency level
             "levels": levels,
-            "seq_n": n_seq,
+            "seq_n": n,
+            "seq_wrong": seq_wrong,
             "seq_p50_ms": pct(lat, 50) * 1000,
             "seq_p95_ms": pct(lat, 95) * 1000,
             "seq_images_per_s": 1 / statistics.mean(lat),
+            "seq_mean_ms": statistics.mean(lat) * 1000,
+            # The pipeline's own stage clocks (wall time of each stage, one request at a time);
+            # means, so that they add up to the mean latency.
+            "seq_stage_ms": {k: statistics.mean(t.get(k, 0.0) for t in stages) for k in ("decode", "detect", "classify")},
+            "seq_cpu_ms_per_image": 1000 * seq_cpu / n,
         }
         return numbers, face
 
@@ -403,7 +447,7 @@ def inprocess_ceiling(cfg: Config, images: list[tuple[str, bool, bytes]]) -> tup
         numbers, face = asyncio.run(run())
     finally:
         app.close()
-    log(f"in-process: ceiling {numbers['images_per_s']:.1f} images/s (at concurrency {numbers['concurrency']}), "
+    log(f"{what}: ceiling {numbers['images_per_s']:.1f} images/s (at concurrency {numbers['concurrency']}), "
         f"single-request p50 {numbers['seq_p50_ms']:.1f} ms")
     return numbers, face
 
@@ -710,9 +754,10 @@ class Target:
 
 
 def run_level(t: Target, endpoint: str, users: int, seconds: float, label: str, user_rps: float | None = None,
-              during: Callable[[], Any] | None = None) -> dict[str, Any]:
+              during: Callable[[], Any] | None = None, mix: Path | None = None) -> dict[str, Any]:
     """Locust headless, one user class, ``users`` users for ``seconds``; the row for the report.
-    ``during`` runs in a thread while Locust runs (the profiler)."""
+    ``during`` runs in a thread while Locust runs (the profiler); ``mix``: the folder (with
+    labels.csv) whose images the single-image users send (LIVENESS_LOADTEST_MIX)."""
     user_class = ENDPOINTS[endpoint][0]
     server = t.server
     prefix = server.tmp / f"locust_{t.variant}_{label}_{endpoint}_{users}"
@@ -720,6 +765,9 @@ def run_level(t: Target, endpoint: str, users: int, seconds: float, label: str, 
            "LIVENESS_LOADTEST_GRPC": f"127.0.0.1:{server.grpc_port}"}
     env.pop("LIVENESS_LOADTEST_USER_RPS", None)
     env.pop("LIVENESS_LOADTEST_WAIT", None)
+    env.pop("LIVENESS_LOADTEST_MIX", None)
+    if mix is not None:
+        env["LIVENESS_LOADTEST_MIX"] = str(mix)
     if user_rps:
         env["LIVENESS_LOADTEST_USER_RPS"] = f"{user_rps:.4f}"
     cmd = [str(BIN / "locust"), "-f", "loadtests/locustfile.py", "--headless", "-u", str(users), "-r", str(users),
@@ -783,6 +831,7 @@ def run_level(t: Target, endpoint: str, users: int, seconds: float, label: str, 
         "avg": num("Average Response Time"), "max": num("Max Response Time"),
         # Over the configured duration (the load window); Locust's includes its own start-up.
         "server_cpu_pct": 100 * cpu_server / seconds,
+        "server_cpu_s": cpu_server,  # arbiter + workers (+ cpu_roots), over the level
         # Each BentoML worker's share of the workers' CPU: the HTTP socket is shared, and a burst of
         # new connections tends to be accepted by one worker's event loop.
         "worker_cpu_share": [c / sum(cpu_workers) for c in sorted(cpu_workers, reverse=True)] if sum(cpu_workers) else [],
@@ -935,6 +984,82 @@ def served_triton(cfg: Config, res: Results, images: list[tuple[str, bool, bytes
         triton.stop()
 
 
+# --------------------------------------------------------------------------- phone-photo mix
+
+
+def phone_step(cfg: Config, res: Results, images: list[tuple[str, bool, bytes]], tmp: Path) -> None:
+    """The phone-photo mix (``phone_mix.py``), written once to ``tmp``, then in this run: the
+    reference peer on it, the in-process ceiling on it (with the per-stage split), and FACIA and
+    native served over it at every level and at half their peak.  Results go to ``res.phone`` as
+    they come, so a failure keeps what was measured."""
+    import phone_mix  # benchmarks/ is on sys.path when run as a script
+
+    folder = tmp / "phone-mix"
+    log("phone: writing the phone-photo mix (tools/realworld_media.py dev_phone_mix)")
+    phone_mix.write_mix(folder)
+    mix = phone_mix.read_mix(folder)
+    ph = res.phone
+    ph["mix"] = phone_mix.describe(mix)
+    log(f"phone: {len(mix)} images, {ph['mix']['total_bytes'] / 1e6:.1f} MB in {folder}")
+    # The peer gets twice the dev run's time: a pass over the mix takes several seconds.
+    ph["reference"] = reference_pipeline(cfg, folder, cfg.reference_seconds * (1 if cfg.quick else 2))
+    mixed = [(m.name, m.live, m.raw) for m in mix]
+    ph["ceiling"], _ = inprocess_ceiling(cfg, mixed, "phone: in-process", strict=False,
+                                         n_seq=len(mixed) * (1 if cfg.quick else 2))
+    ph["sweep"], ph["moderate"] = [], []
+    server = Server(tmp / "phone")
+    try:
+        server.start()
+        key = server.create_key()
+        warm_up(server.url, key, images)
+        t = Target(server, key)
+        for endpoint in PHONE_ENDPOINTS:
+            for users in cfg.levels["facia"]:
+                ph["sweep"].append(run_level(t, endpoint, users, cfg.http_seconds, "phone", mix=folder))
+        for endpoint in PHONE_ENDPOINTS:
+            peak = peak_row(ph["sweep"], endpoint)
+            if not peak or peak["rps"] <= 0:
+                continue
+            target = peak["rps"] / 2
+            row = run_level(t, endpoint, cfg.moderate_users, cfg.http_seconds, "phone-half-peak",
+                            user_rps=target / cfg.moderate_users, mix=folder)
+            row["target_rps"] = target
+            ph["moderate"].append(row)
+    finally:
+        server.stop()
+
+
+def cpu_ms_per_request(r: dict[str, Any]) -> float:
+    """Server process-tree CPU over a level / the requests answered in it, in ms."""
+    cpu = r.get("server_cpu_s", r["server_cpu_pct"] * r["seconds"] / 100)
+    return 1000 * cpu / r["requests"] if r["requests"] else float("nan")
+
+
+def phone_goals(res: Results) -> dict[str, Any]:
+    """Issue 15's three goals on the phone mix, per endpoint: peak >= 4x the reference's images/s,
+    p95 <= 100 ms at half peak, peak >= 85% of the in-process ceiling on the mix."""
+    ph = res.phone
+    ref = ph.get("reference", {}).get("warm", {}).get("images_per_s")
+    ceiling = ph.get("ceiling", {}).get("images_per_s")
+    out = {}
+    for endpoint in PHONE_ENDPOINTS:
+        peak = peak_row(ph.get("sweep", []), endpoint)
+        if not peak:
+            continue
+        half = next((r for r in ph.get("moderate", []) if r["endpoint"] == endpoint), None)
+        x, of = ratio(peak["rps"], ref), ratio(peak["rps"], ceiling)
+        p95 = half["p95"] if half else float("nan")
+        out[endpoint] = {
+            "peak_rps": peak["rps"], "peak_users": peak["users"], "peak_failures": peak["failures"],
+            "ratio": x, "ratio_met": x == x and x >= GOAL_RATIO, "needed_rps": GOAL_RATIO * ref if ref else None,
+            "half_p95": p95, "half_rps": half["rps"] if half else None,
+            "half_target": half.get("target_rps") if half else None, "p95_met": p95 == p95 and p95 <= GOAL_P95_MS,
+            "of_ceiling": of, "of_ceiling_met": of == of and of >= GOAL_SERVED_OF_CEILING,
+            "cpu_ms": cpu_ms_per_request(peak),
+        }
+    return out
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1063,6 +1188,7 @@ def render(cfg: Config, res: Results, plots: dict[str, str]) -> str:
             summary.append([f"HTTP / reference, {ENDPOINTS[endpoint][1]}", f"{g['ratio']:.2f}×"])
         summary.append([f"p95 at half of peak, {ENDPOINTS[endpoint][1]}",
                         f"{f0(g['half_p95'])} ms ({f1(g['half_rps'])} of {f1(g['half_target'])} req/s offered)"])
+    summary += phone_summary(res)
     out += [table(["", ""], summary, "lr"), ""]
     if goals and ref_ips:
         out += ["### The issue's goal on this machine", "",
@@ -1125,9 +1251,11 @@ def render(cfg: Config, res: Results, plots: dict[str, str]) -> str:
     # ---- half peak
     if res.moderate:
         out += ["## Half of peak load", "",
-                f"Each single-image endpoint again, its {cfg.moderate_users} users paced (Locust "
-                "`constant_throughput`) so that the offered load is half the endpoint's peak throughput above. "
-                "If the server cannot keep the pace, *Req/s* falls below *Offered*.", ""]
+                f"Each single-image endpoint again, its {cfg.moderate_users} users paced (the locustfile's "
+                "`paced`: Locust's `constant_throughput` on a schedule) so that the offered load is half the "
+                "endpoint's peak throughput above, each user starting at its own phase of the pacing interval so "
+                "that requests are spread over it, not sent in bursts. If the server cannot keep the pace, "
+                "*Req/s* falls below *Offered*.", ""]
         rows = []
         for r in res.moderate:
             rows.append([ENDPOINTS[r["endpoint"]][1], f"{r['users']} × {r['user_rps']:.2f}/s",
@@ -1135,6 +1263,8 @@ def render(cfg: Config, res: Results, plots: dict[str, str]) -> str:
                          f0(r["p95"]), f0(r["p99"]), f0(r["max"]), f"{r['server_cpu_pct']:.0f}%"])
         out += [table(["Endpoint", "Users", "Offered req/s", "Req/s", "Requests", "Failures", "p50", "p95", "p99",
                        "Max", "Server CPU"], rows, "l" + "r" * 10), ""]
+
+    out += render_phone(cfg, res, plots)
 
     # ---- reference
     if res.reference:
@@ -1296,11 +1426,245 @@ def render(cfg: Config, res: Results, plots: dict[str, str]) -> str:
             "BENCH_DURATION=30 BENCH_LEVELS=1,4,16,32 make bench",
             "python benchmarks/bench_report.py --skip triton,int8   # only this script, without those steps",
             "python benchmarks/bench_report.py --from-json .bench/results.json   # re-render the last run",
-            "python benchmarks/bench_reference.py    # the reference pipeline alone", "```", "",
+            "python benchmarks/bench_reference.py    # the reference pipeline alone",
+            "python benchmarks/bench_reference.py --mix phone   # the reference pipeline on the phone-photo mix",
+            "python benchmarks/bench_report.py --quick --skip reference,inprocess,served,triton,int8,profile "
+            "--output /tmp/perf.md   # the phone-mix step alone",
+            "python benchmarks/bench_video.py --only served   # video time to verdict through HTTP", "```", "",
             "Run on an otherwise idle machine. `make bench` installs `requirements-bench.txt` (matplotlib) and "
             "builds `.venv-triton` and `.triton/repository` first. The load test alone: `make loadtest "
             "SCENARIO=FaciaUser USERS=16 DURATION=30s` (`loadtests/run.py`).", ""]
     return "\n".join(out)
+
+
+def phone_summary(res: Results) -> list[list[str]]:
+    """The phone mix's rows of the Summary table."""
+    ph = res.phone
+    if not ph:
+        return []
+    rows = []
+    ref = ph.get("reference", {}).get("warm")
+    if ref:
+        rows.append(["Phone mix: reference pipeline (peer), same run", f"{ref['images_per_s']:.1f} images/s, "
+                     f"p50 {ref['p50_ms']:.0f} ms"])
+    c = ph.get("ceiling")
+    if c:
+        rows.append(["Phone mix: in-process ceiling", f"{c['images_per_s']:.1f} images/s"])
+    for endpoint, g in phone_goals(res).items():
+        title = ENDPOINTS[endpoint][1]
+        rows += [[f"Phone mix: HTTP peak, {title}", f"{g['peak_rps']:.1f} req/s at {g['peak_users']} users"],
+                 [f"Phone mix: HTTP / reference, {title} (goal ≥ {GOAL_RATIO:.0f}×)",
+                  f"{g['ratio']:.2f}× ({'met' if g['ratio_met'] else 'not met'})"],
+                 [f"Phone mix: p95 at half of peak, {title} (goal ≤ {GOAL_P95_MS:.0f} ms)",
+                  f"{f0(g['half_p95'])} ms ({'met' if g['p95_met'] else 'not met'})"],
+                 [f"Phone mix: HTTP / in-process ceiling, {title} (goal ≥ {GOAL_SERVED_OF_CEILING:.0%})",
+                  f"{g['of_ceiling']:.0%} ({'met' if g['of_ceiling_met'] else 'not met'})"
+                  if g["of_ceiling"] == g["of_ceiling"] else "n/a"]]
+    if "phone" in res.skipped:
+        rows.append(["Phone mix", res.skipped["phone"]])
+    return rows
+
+
+def render_phone(cfg: Config, res: Results, plots: dict[str, str]) -> list[str]:
+    """The "Phone-photo mix" section: how the mix was made, the peer and the ceiling on it, the
+    served levels, the CPU split and issue 15's goals."""
+    ph = res.phone
+    out = ["## Phone-photo mix", ""]
+    if not ph.get("mix"):
+        return out + [f"(skipped: {res.skipped.get('phone', 'not run')})", ""]
+    m = ph["mix"]
+    cores = res.machine.get("Usable cores (affinity)", "?")
+    out += [f"Issue 15's benchmark on phone-sized photos. **The mix is made from the dev media, not photographed**: "
+            f"`benchmarks/phone_mix.py` over `tools/realworld_media.py`'s `dev_phone_mix` takes the 10 dev sources "
+            "(Silent-Face T1 live, F1 print and F2 replay; three real faces of the verification set; four frames of "
+            "the real dev video), reframes each so the face (found by OpenCV's own YuNet) is 45% of the width, "
+            "**upscales it bicubic** to 2, 5, 8 and 12 MP 3:4 portrait and **re-encodes it as JPEG at quality 90** "
+            "(phone cameras write 85-95); the 8 and 12 MP ones are stored landscape with EXIF Orientation 6, as "
+            "phones write portrait photos. Upscaled pixels hold no more detail than the 480x640 sources, so these "
+            "files are smaller than camera photos of the same size (which hold sensor detail and noise) and decode "
+            "somewhat faster. The mix is written once per run to a temporary folder with a `labels.csv`; the reference peer, "
+            "the in-process ceiling and every Locust process judge the same bytes, cycling through the mix in "
+            f"order (each image equally often). {m['images']} images ({m['live']} live, {m['spoof']} spoof), "
+            f"{m['total_bytes'] / 1e6:.1f} MB in all.", ""]
+    out += [table(["Size", "Pixels (as displayed)", "Images", "Stored", "Mean KB", "Min KB", "Max KB"],
+                  [[f"{z['megapixels']} MP", f"{z['width']}x{z['height']}", z["images"],
+                    "landscape + EXIF 6" if z["exif_rotated"] else "portrait", f0(z["mean_bytes"] / 1024),
+                    f0(z["min_bytes"] / 1024), f0(z["max_bytes"] / 1024)] for z in m["sizes"]], "llrlrrr"), ""]
+
+    ref = ph.get("reference", {}).get("warm")
+    ref_ips = ref["images_per_s"] if ref else None
+    if ref:
+        st = ref.get("steps_mean_ms", ref["steps_ms"])
+        out += ["### The reference peer on the mix", "",
+                "`bench_reference.py --mix` in a subprocess, in this run: upstream's steps as in \"The peer\" below, "
+                "models loaded once, one image at a time, whole passes over the mix. It decodes every photo at full "
+                "resolution with `cv2.imdecode(..., IMREAD_COLOR)`, which applies the EXIF orientation exactly as "
+                "upstream's `cv2.imread` does (OpenCV ≥ 3.1), so the rotated photos reach `check_image` as 3:4 "
+                f"portrait. {ref['images']} images in {ref['seconds']:.1f} s: **{ref_ips:.1f} images/s**, "
+                f"p50 {ref['p50_ms']:.0f} ms, p95 {ref['p95_ms']:.0f} ms, process CPU {ref['cpu_pct']:.0f}% of one "
+                f"core ({ref.get('cpu_ms_per_image', float('nan')):.0f} ms CPU per image); mean per image: decode "
+                f"{st['decode']:.1f} ms, detect {st['detect']:.1f} ms, two MiniFASNets {st['classify']:.1f} ms; "
+                f"wrong verdicts {ref['wrong']} of {ref['images']}"
+                + (f" ({', '.join(ref.get('wrong_images', []))})" if ref.get("wrong_images") else "") + ".", ""]
+        groups = ref.get("groups", {})
+        if groups:
+            out += [table(["Size", "Images judged", "Median ms", "Decode ms", "Detect ms", "Classify ms"],
+                          [[g, v["images"], f1(v["total_ms"]), f1(v["decode_ms"]), f1(v["detect_ms"]),
+                            f1(v["classify_ms"])] for g, v in groups.items()]), ""]
+
+    c = ph.get("ceiling")
+    ceiling = c["images_per_s"] if c else None
+    if c:
+        sm = c["seq_stage_ms"]
+        out += ["### In-process ceiling on the mix", "",
+                "The same method as \"In-process ceiling\" below (`LivenessApp`, FACIA's base64 input, no HTTP, "
+                "one process), over the mix: the service's reduced JPEG decoding (`decode_min_side` "
+                f"{res.settings.get('decode_min_side', 640)}) is on, as served. Ceiling **{ceiling:.1f} images/s** at "
+                f"{c['concurrency']} tasks; one request at a time (n={c['seq_n']}, wrong verdicts "
+                f"{c.get('seq_wrong', 0)}): p50 {c['seq_p50_ms']:.1f} ms, p95 {c['seq_p95_ms']:.1f} ms, process CPU "
+                f"{c['seq_cpu_ms_per_image']:.1f} ms per image; the pipeline's own stage clocks (`timings_ms`, mean "
+                f"per request): decode {sm['decode']:.1f} ms, detect {sm['detect']:.1f} ms, classify "
+                f"{sm['classify']:.1f} ms.", ""]
+        out += [table(["Concurrent tasks", "Requests", "Wrong verdicts", "Images/s", "p50 ms", "p95 ms",
+                       "Process CPU", "CPU ms / image"],
+                      [[lv["concurrency"], lv["requests"], lv["wrong"], f1(lv["images_per_s"]), f0(lv["conc_p50_ms"]),
+                        f0(lv["conc_p95_ms"]), f"{lv['cpu_pct']:.0f}%", f1(lv.get("cpu_ms_per_image"))]
+                       for lv in c["levels"]]), ""]
+
+    sweep, moderate = ph.get("sweep", []), ph.get("moderate", [])
+    if sweep:
+        out += ["### Served: throughput and latency versus users", "",
+                "A served Bento of its own (embedded backend, authenticated with a key from the admin CLI), Locust "
+                "as in the dev-image sweep with `LIVENESS_LOADTEST_MIX` set: each user sends the mix's next image "
+                "(FACIA: base64 in JSON; native: multipart), closed loop, "
+                f"{cfg.http_seconds:.0f} s per level; a response fails if its status or its verdict is wrong for "
+                "the image's label. *Of ceiling* and *× reference* are against the mix's own ceiling and peer "
+                "above. *CPU ms / request*: the server's process tree (arbiter and workers) CPU seconds over the "
+                "level divided by the requests answered.", ""]
+
+        def row(r: dict[str, Any]) -> list[Any]:
+            users = f"{r['users']}" + (f" × {r['user_rps']:.2f}/s" if r["user_rps"] else "")
+            return [ENDPOINTS[r["endpoint"]][1].split(" `")[0], users, r["requests"], r["failures"], f1(r["rps"]),
+                    f"{ratio(r['rps'], ceiling):.0%}" if ceiling else "–",
+                    f"{ratio(r['rps'], ref_ips):.2f}×" if ref_ips else "–", f0(r["p50"]), f0(r["p95"]), f0(r["p99"]),
+                    f0(r["max"]), f"{r['server_cpu_pct']:.0f}%", f1(cpu_ms_per_request(r)), f"{r['locust_cpu_pct']:.0f}%"]
+
+        if "phone" in plots:
+            out += [f"![phone-photo mix versus users]({plots['phone']})", ""]
+        headers = ["Endpoint", "Users", "Requests", "Failures", "Req/s", "Of ceiling", "× reference", "p50", "p95",
+                   "p99", "Max", "Server CPU", "CPU ms / request", "Locust CPU"]
+        out += [table(headers, [row(r) for r in sweep], "l" + "r" * 13), ""]
+        if moderate:
+            out += [f"Paced at half of each endpoint's peak ({cfg.moderate_users} users, the locustfile's `paced`, "
+                    "each at its own phase of the interval so that requests do not arrive in bursts; *Offered* is the paced "
+                    "load, *Req/s* what was served):", ""]
+            out += [table(["Endpoint", "Users", "Offered req/s", "Req/s", "Requests", "Failures", "p50", "p95", "p99",
+                           "Max", "CPU ms / request"],
+                          [[ENDPOINTS[r["endpoint"]][1].split(" `")[0], f"{r['users']} × {r['user_rps']:.2f}/s",
+                            f1(r.get("target_rps")), f1(r["rps"]), r["requests"], r["failures"], f0(r["p50"]),
+                            f0(r["p95"]), f0(r["p99"]), f0(r["max"]), f1(cpu_ms_per_request(r))] for r in moderate],
+                          "l" + "r" * 10), ""]
+        fails = [f"{r['endpoint']} {r['users']} users: {line}" for r in sweep + moderate for line in r["failure_lines"]]
+        if fails:
+            out += ["Failures:", ""] + [f"- `{line}`" for line in fails[:20]] + [""]
+
+    goals = phone_goals(res)
+    if goals and c:
+        best = c["levels"] and max(c["levels"], key=lambda lv: lv["images_per_s"])
+        pipe = best.get("cpu_ms_per_image") if best else None
+        sm = c["seq_stage_ms"]
+        total = sum(sm.values()) or float("nan")
+        out += ["### CPU per request: decode / detect / classify / outside the pipeline", "",
+                "*Served*: the server's CPU per request at the endpoint's peak level and at half peak (above). "
+                f"*Pipeline*: the in-process run's process CPU per image at its ceiling ({c['concurrency']} tasks, "
+                "batching as under load), split into decode / detect / classify in proportion to the pipeline's "
+                "own stage clocks one request at a time (`timings_ms`: "
+                + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sm.items())
+                + "; wall-clock shares, so the split is an estimate: classify runs the two MiniFASNets in parallel). "
+                "*Outside the pipeline* = served − pipeline: HTTP parsing, multipart, authentication and the key "
+                "store, instrumentation, response serialisation, event loop (the in-process run takes FACIA's "
+                "base64 input, so the base64 decode counts as pipeline for both endpoints).", ""]
+        rows = []
+        for endpoint, g in goals.items():
+            for label, r in (("peak", peak_row(sweep, endpoint)),
+                             ("half peak", next((x for x in moderate if x["endpoint"] == endpoint), None))):
+                if not r or not pipe:
+                    continue
+                served = cpu_ms_per_request(r)
+                rows.append([ENDPOINTS[endpoint][1].split(" `")[0], f"{label} ({r['users']} users)", f1(served),
+                             *[f1(pipe * v / total) for v in sm.values()], f1(pipe), f1(served - pipe),
+                             f"{ratio(served - pipe, served):.0%}"])
+        out += [table(["Endpoint", "Level", "Served CPU ms / request", "Decode", "Detect", "Classify", "Pipeline",
+                       "Outside the pipeline", "Outside share"], rows, "ll" + "r" * 7), ""]
+        if ref:
+            rst = ref.get("steps_mean_ms", ref["steps_ms"])
+            top = max(rst, key=rst.get)
+            out += [f"For comparison, the reference peer spends {ref.get('cpu_ms_per_image', float('nan')):.0f} ms of "
+                    f"CPU per image on the mix; its largest step is {top} ({rst[top]:.0f} of "
+                    f"{sum(rst.values()):.0f} ms per image; it decodes every photo at full resolution).", ""]
+
+    if goals:
+        out += ["### Issue 15's goals on the mix", ""]
+        rows = []
+        for endpoint, g in goals.items():
+            title = ENDPOINTS[endpoint][1]
+            rows += [[title, f"≥ {GOAL_RATIO:.0f}× the reference's images/s",
+                      f"{g['peak_rps']:.1f} req/s / {f1(ref_ips)} = {g['ratio']:.2f}×",
+                      "**met**" if g["ratio_met"] else "**not met**"],
+                     [title, f"p95 ≤ {GOAL_P95_MS:.0f} ms at half of peak", f"{f0(g['half_p95'])} ms",
+                      "**met**" if g["p95_met"] else "**not met**"],
+                     [title, f"served ≥ {GOAL_SERVED_OF_CEILING:.0%} of the in-process ceiling",
+                      f"{g['peak_rps']:.1f} / {f1(ceiling)} = {g['of_ceiling']:.0%}"
+                      if g["of_ceiling"] == g["of_ceiling"] else "n/a",
+                      "**met**" if g["of_ceiling_met"] else "**not met**"]]
+        out += [table(["Endpoint", "Goal", "Measured", "Status"], rows, "llll"), ""]
+        out += phone_blockers(res, goals, cores)
+        if cfg.quick:
+            out += ["(Quick smoke run: these statuses say nothing; run `make bench` on an idle machine.)", ""]
+    if "phone" in res.skipped:
+        out += [f"Phone step: {res.skipped['phone']}.", ""]
+    return out
+
+
+def phone_blockers(res: Results, goals: dict[str, Any], cores: str) -> list[str]:
+    """For each goal not met: what prevents it, in this run's figures, and the next step."""
+    ph = res.phone
+    c = ph.get("ceiling") or {}
+    ref_ips = ph.get("reference", {}).get("warm", {}).get("images_per_s")
+    ceiling = c.get("images_per_s")
+    best = max(c.get("levels") or [{}], key=lambda lv: lv.get("images_per_s", 0))
+    pipe = best.get("cpu_ms_per_image")
+    sm = c.get("seq_stage_ms") or {}
+    notes = []
+    g = max(goals.values(), key=lambda x: x["peak_rps"])
+    if not g["ratio_met"] and ref_ips:
+        need = GOAL_RATIO * ref_ips
+        text = (f"Throughput: {GOAL_RATIO:.0f}× the peer needs {need:.0f} req/s on these {cores} cores; the best "
+                f"endpoint served {g['peak_rps']:.1f}.")
+        if ceiling and need > ceiling:
+            biggest = max(sm, key=sm.get) if sm else "?"
+            text += (f" That is above the in-process ceiling on the mix ({ceiling:.0f} images/s, "
+                     f"{f1(pipe)} ms of CPU per image), so the pipeline itself must get cheaper before HTTP matters: "
+                     f"its largest stage is {biggest} ({sm.get(biggest, float('nan')):.1f} ms per request, one at a "
+                     "time). Next step: profile that stage on the mix (py-spy on the in-process run).")
+        else:
+            text += (f" The ceiling allows {ceiling:.0f} images/s, so the cost is outside the pipeline "
+                     f"({f1(g['cpu_ms'] - pipe) if pipe else 'n/a'} ms of CPU per request at the peak): next step, "
+                     "the served profile (\"Profile of this run\") on the mix.")
+        notes.append(text)
+    if not g["of_ceiling_met"] and ceiling and pipe:
+        notes.append(f"Served / ceiling: {g['of_ceiling']:.0%} < {GOAL_SERVED_OF_CEILING:.0%}: each served request "
+                     f"costs {g['cpu_ms']:.1f} ms of server CPU against {pipe:.1f} ms in-process, i.e. "
+                     f"{g['cpu_ms'] - pipe:.1f} ms outside the pipeline (and Locust shares the cores). Next step: cut the "
+                     "per-request cost outside the pipeline that the served profile shows (body parsing of multi-MB "
+                     "uploads, instrumentation, the key store).")
+    for endpoint, x in goals.items():
+        if not x["p95_met"] and x["half_p95"] == x["half_p95"]:
+            notes.append(f"Latency, {ENDPOINTS[endpoint][1]}: p95 {x['half_p95']:.0f} ms at half peak "
+                         f"({f1(x['half_rps'])} of {f1(x['half_target'])} req/s). One request alone takes "
+                         f"{c.get('seq_p95_ms', float('nan')):.0f} ms p95 in-process; the rest is queueing behind "
+                         "other requests' CPU work.")
+    return ([f"- {n}" for n in notes] + [""]) if notes else ["All three goals are met on this run.", ""]
 
 
 def _pair(res: Results, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1429,7 +1793,8 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     ap.add_argument("--concurrency", default=env("BENCH_CONCURRENCY"),
                     help="asyncio task counts for the in-process ceiling (default 8,16,32)")
     ap.add_argument("--skip", default=env("BENCH_SKIP", ""), help=f"steps to leave out: {','.join(STEPS)}")
-    ap.add_argument("--output", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
+    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                    help="the report (default docs/PERFORMANCE.md; elsewhere, the raw numbers go beside it)")
     ap.add_argument("--from-json", type=Path, default=None, help="re-render a saved run (no measurement)")
     a = ap.parse_args()
     q = a.quick
@@ -1502,16 +1867,21 @@ def main() -> int:
 
     s = Settings(auth_enabled=False)
     res.settings = {"workers": int(os.environ.get("LIVENESS_WORKERS") or os.cpu_count() or 1), "detector": s.detector,
-                    "intra_op": s.ort_intra_op_threads, "inflight": s.inference_concurrency, "cpu_threads": s.cpu_threads}
+                    "intra_op": s.ort_intra_op_threads, "inflight": s.inference_concurrency, "cpu_threads": s.cpu_threads,
+                    "decode_min_side": s.decode_min_side}
     for step in cfg.skip:
         res.skipped[step] = "--skip"
     if "reference" not in cfg.skip:
         res.reference = reference_pipeline(cfg)
-    res.ceiling, face = inprocess_ceiling(cfg, images)
-    res.models = model_only(cfg, images, face)
+    if "inprocess" not in cfg.skip:
+        res.ceiling, face = inprocess_ceiling(cfg, images)
+        res.models = model_only(cfg, images, face)
     tmp = Path(tempfile.mkdtemp(prefix="liveness-bench-"))
     try:
-        served_embedded(cfg, res, images, tmp)
+        if "served" not in cfg.skip:
+            served_embedded(cfg, res, images, tmp)
+        elif "profile" not in cfg.skip:
+            res.skipped["profile"] = "needs the served levels (--skip served)"
         if "profile" not in cfg.skip and res.profile:
             try:
                 res.profile["auth_off"] = auth_off_level(cfg, res, images, tmp)
@@ -1519,7 +1889,7 @@ def main() -> int:
                 log(f"profile: the auth-off diagnostic FAILED: {exc}")
         # A failing comparison step does not throw the rest of the run away: the report is written
         # with the failure in it, and the exit status is 1.
-        for step, fn in (("int8", served_int8), ("triton", served_triton)):
+        for step, fn in (("int8", served_int8), ("triton", served_triton), ("phone", phone_step)):
             if step in cfg.skip:
                 continue
             try:
@@ -1530,15 +1900,18 @@ def main() -> int:
                 log(f"{step}: FAILED: {exc}")
                 keep = REPO / ".bench" / f"{step}-failure"
                 shutil.rmtree(keep, ignore_errors=True)
-                shutil.copytree(tmp / step, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sqlite3*"))
-                log(f"{step}: its logs are kept in {keep.relative_to(REPO)}/")
+                if (tmp / step).is_dir():  # a step can fail before its server wrote anything
+                    shutil.copytree(tmp / step, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sqlite3*"))
+                    log(f"{step}: its logs are kept in {keep.relative_to(REPO)}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res.elapsed_s = time.monotonic() - t_start
     res.load_end = os.getloadavg()[0]
     res.notes += observations(res)
-    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps({"config": {k: v for k, v in asdict(cfg).items() if k in
+    # A report written elsewhere (a smoke run's --output) keeps its numbers beside it, not over the last real run's.
+    results_json = RESULTS_JSON if cfg.output == DEFAULT_OUTPUT else cfg.output.with_suffix(".results.json")
+    results_json.parent.mkdir(parents=True, exist_ok=True)
+    results_json.write_text(json.dumps({"config": {k: v for k, v in asdict(cfg).items() if k in
                                                    ("quick", "http_seconds", "moderate_users")},
                                         "results": asdict(res)}, indent=1, default=str))
     write_report(cfg, res)

@@ -20,7 +20,11 @@ Users:
                             ``is_identical`` must match the label
 
 A response is a failure if its status is wrong OR its verdict is wrong: the live dev image (T1)
-must come back live, the spoofs (F1, F2) not live, the video alive.  Challenges are random, so a
+must come back live, the spoofs (F1, F2) not live, the video alive.  With LIVENESS_LOADTEST_MIX
+(a folder with a ``labels.csv``, e.g. the phone-photo mix of ``benchmarks/phone_mix.py``) FaciaUser,
+NativeUser and SessionUser send that set's images instead, cycling through it in order (one
+cycle shared by all users of the process, so every image is sent equally often), and the verdict
+must match each file's label (``real`` live, anything else not live).  Challenges are random, so a
 challenge session only has to end cleanly: every call 200, and /complete a "passed" or "failed"
 verdict (a "failed" verdict is fine; an error status is not).
 
@@ -31,10 +35,14 @@ Environment:
   LIVENESS_LOADTEST_KEY       API key (required for anything but 401s)
   LIVENESS_LOADTEST_MEDIA     folder with silentface_image_{T1,F1,F2}.jpg
                               (default: <repo>/../shared/media/dev/images)
+  LIVENESS_LOADTEST_MIX       folder with labels.csv (columns file,label,...) and the files it
+                              names: the single-image users' images (default: T1, F1, F2)
   LIVENESS_LOADTEST_WAIT      seconds between tasks per user: "0" (default, max throughput),
                               "0.5" (constant) or "0.5,2" (uniform between)
-  LIVENESS_LOADTEST_USER_RPS  if set, pace each user to this many requests/s
-                              (locust ``constant_throughput``); overrides LIVENESS_LOADTEST_WAIT
+  LIVENESS_LOADTEST_USER_RPS  if set, pace each user to this many requests/s (``paced``: like
+                              locust's ``constant_throughput``); overrides LIVENESS_LOADTEST_WAIT.
+                              Users start at staggered phases of the interval (``PacedStart``),
+                              so the paced load is spread out, not sent in bursts
   LIVENESS_LOADTEST_VIDEO     source video (default: <media>/../videos/jomariya_real_1.mp4)
   LIVENESS_LOADTEST_FRAMES    frames per challenge session (default 24, i.e. ~3 s at 8 fps)
   LIVENESS_LOADTEST_TOKEN     gRPC bearer token (python -m liveness tokens create --key NAME)
@@ -44,7 +52,9 @@ Environment:
 from __future__ import annotations
 
 import base64
+import csv
 import io
+import itertools
 import json
 import os
 import random
@@ -57,7 +67,7 @@ from urllib.parse import urlparse
 
 import grpc
 from grpc.experimental import gevent as grpc_gevent
-from locust import HttpUser, User, between, constant, constant_throughput, task
+from locust import HttpUser, User, between, constant, task
 
 # grpcio's blocking calls would stall gevent's hub (every Locust user in this process) otherwise.
 grpc_gevent.init_gevent()
@@ -74,29 +84,61 @@ GRPC_TOKEN = os.environ.get("LIVENESS_LOADTEST_TOKEN", "")
 
 @dataclass(frozen=True)
 class Sample:
-    name: str  # T1, F1, F2
+    name: str  # T1, F1, F2 (or a mix's file name)
     live: bool  # expected verdict
     raw: bytes
     facia_body: bytes  # complete JSON body, encoded once
 
 
+def _sample(name: str, live: bool, raw: bytes) -> Sample:
+    body = json.dumps({"hash_id": API_KEY, "selfie_image": base64.b64encode(raw).decode("ascii")}).encode()
+    return Sample(name, live, raw, body)
+
+
 def _load_samples() -> list[Sample]:
-    samples = []
-    for name, live in (("T1", True), ("F1", False), ("F2", False)):
-        path = MEDIA / f"silentface_image_{name}.jpg"
-        raw = path.read_bytes()
-        body = json.dumps({"hash_id": API_KEY, "selfie_image": base64.b64encode(raw).decode("ascii")}).encode()
-        samples.append(Sample(name, live, raw, body))
-    return samples
+    return [_sample(name, live, (MEDIA / f"silentface_image_{name}.jpg").read_bytes())
+            for name, live in (("T1", True), ("F1", False), ("F2", False))]
 
 
-SAMPLES = _load_samples()  # pre-encoded once at import, not per request
+def _load_mix(folder: Path) -> list[Sample]:
+    """The files ``folder/labels.csv`` names, in its order; ``real`` is live, anything else not."""
+    with open(folder / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise RuntimeError(f"{folder / 'labels.csv'} lists no images")
+    return [_sample(r["file"], r["label"] == "real", (folder / r["file"]).read_bytes()) for r in rows]
+
+
+DEV_SAMPLES = _load_samples()  # pre-encoded once at import, not per request
+MIX = os.environ.get("LIVENESS_LOADTEST_MIX", "").strip()
+SAMPLES = _load_mix(Path(MIX)) if MIX else DEV_SAMPLES
+_CYCLE = itertools.cycle(SAMPLES)  # gevent: one thread, so users share it without a lock
+
+
+def next_sample() -> Sample:
+    """A mix is sent in order (each image equally often, whatever the timing); the dev set at random."""
+    return next(_CYCLE) if MIX else random.choice(SAMPLES)
+
+
+def paced(rate: float):
+    """Like locust's ``constant_throughput(rate)`` (no catching up after a slow task), but on a
+    schedule of slots that ``PacedStart.on_start`` begins at the user's own phase: locust's
+    measures from the user's creation, so every user started together stays in step with the
+    others whatever it does first."""
+    interval = 1.0 / rate
+
+    def wait_time(user) -> float:
+        now = time.perf_counter()
+        user._pace_slot = max(getattr(user, "_pace_slot", now) + interval, now)
+        return user._pace_slot - now
+
+    return wait_time
 
 
 def _wait_time():
     rps = os.environ.get("LIVENESS_LOADTEST_USER_RPS", "").strip()
     if rps:
-        return constant_throughput(float(rps))
+        return paced(float(rps))
     spec = os.environ.get("LIVENESS_LOADTEST_WAIT", "0").strip() or "0"
     if "," in spec:
         low, high = (float(v) for v in spec.split(",", 1))
@@ -105,6 +147,25 @@ def _wait_time():
 
 
 WAIT_TIME = _wait_time()
+USER_RPS = float(os.environ.get("LIVENESS_LOADTEST_USER_RPS", "").strip() or 0)
+_STARTED = itertools.count()
+
+
+class PacedStart:
+    """Paced users (LIVENESS_LOADTEST_USER_RPS) begin at staggered phases of their interval.
+
+    Locust starts users in batches of floor(spawn rate) at once, so N paced users started
+    together would send every round as one burst of N requests: the level would measure a queue
+    of N, not the offered rate (8 users at 14 req/s in all: p50 ~100 ms against ~25 ms spread
+    out, on the dev images).  User k first waits frac(k x golden ratio) of an interval, which
+    spreads any number of users evenly, and its ``paced`` slots count from there."""
+
+    def on_start(self) -> None:
+        if USER_RPS > 0:
+            import gevent
+
+            gevent.sleep(((next(_STARTED) * 0.6180339887) % 1.0) / USER_RPS)
+            self._pace_slot = time.perf_counter()  # the first task's start: slots follow from it
 
 
 def _check(response, sample: Sample, status: int, is_live_of) -> None:
@@ -137,7 +198,7 @@ def _http_failure(response, what: str, status: int) -> bool:
     return True
 
 
-class FaciaUser(HttpUser):
+class FaciaUser(PacedStart, HttpUser):
     """FACIA-compatible endpoint: JSON with the image in base64."""
 
     weight = 3
@@ -145,7 +206,7 @@ class FaciaUser(HttpUser):
 
     @task
     def liveness(self) -> None:
-        sample = random.choice(SAMPLES)
+        sample = next_sample()
         with self.client.post(
             "/liveness",
             data=sample.facia_body,
@@ -156,7 +217,7 @@ class FaciaUser(HttpUser):
             _check(response, sample, 201, lambda doc: bool(doc["liveness_result"]["is_live"]))
 
 
-class NativeUser(HttpUser):
+class NativeUser(PacedStart, HttpUser):
     """Native endpoint: multipart upload, key in the X-API-Key header."""
 
     weight = 1
@@ -164,7 +225,7 @@ class NativeUser(HttpUser):
 
     @task
     def v1_liveness(self) -> None:
-        sample = random.choice(SAMPLES)
+        sample = next_sample()
         with self.client.post(
             "/v1/liveness",
             files={"image": (f"{sample.name}.jpg", sample.raw, "image/jpeg")},
@@ -224,7 +285,7 @@ VIDEO_CLIP = _cut_clip(VIDEO, CLIP_SECONDS)  # once at import, not per request
 CHALLENGE_JPEGS = _challenge_frames(VIDEO, CHALLENGE_FPS, CHALLENGE_FRAMES)
 
 
-class VideoUser(HttpUser):
+class VideoUser(PacedStart, HttpUser):
     """Video endpoint: a 4 s clip of a real person as the raw MP4 body; expects 200 and alive."""
 
     weight = 1
@@ -252,7 +313,7 @@ class VideoUser(HttpUser):
             response.success()
 
 
-class ChallengeUser(HttpUser):
+class ChallengeUser(PacedStart, HttpUser):
     """Active challenge session: /start, frames at ~8 fps to /process, then /complete.
 
     Challenges are drawn at random and the clip is a person who just looks at the camera, so the
@@ -318,10 +379,10 @@ from edge import protogen  # noqa: E402  (light: no models, no BentoML)
 
 PB2, PB2_GRPC = protogen.load()
 GRPC_METHOD = "/liveness.bws.v1.LivenessWebService/LivenessDetection"
-T1 = next(s for s in SAMPLES if s.name == "T1")
+T1 = next(s for s in DEV_SAMPLES if s.name == "T1")
 
 
-class GrpcUser(User):
+class GrpcUser(PacedStart, User):
     """gRPC LivenessDetection with the live image T1; expects SUCCEEDED and live.
 
     One channel per user, each with its own connection (a local subchannel pool), pinned to the
@@ -377,7 +438,7 @@ class GrpcUser(User):
 # --------------------------------------------------------------------------- sessions and verification
 
 
-class SessionUser(HttpUser):
+class SessionUser(PacedStart, HttpUser):
     """App server creates a passive session, the client checks one image with only the token,
     the app server reads the result and deletes the session."""
 
@@ -386,7 +447,7 @@ class SessionUser(HttpUser):
 
     @task
     def round_trip(self) -> None:
-        sample = random.choice(SAMPLES)
+        sample = next_sample()
         key = {"X-API-Key": API_KEY}
         with self.client.post("/v1/sessions", json={"mode": "passive", "max_attempts": 1}, headers=key,
                               name="/v1/sessions", catch_response=True) as r:
@@ -426,7 +487,7 @@ def _verify_pairs() -> list[tuple[str, bytes, bytes, bool]]:
 VERIFY_PAIRS = _verify_pairs()
 
 
-class VerifyUser(HttpUser):
+class VerifyUser(PacedStart, HttpUser):
     """1:1 face verification of two uploads; the answer must match pairs.csv."""
 
     weight = 1

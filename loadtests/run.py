@@ -1,6 +1,6 @@
 """`make loadtest`: serve the Bento on a free port, run one Locust scenario headless, summarise.
 
-    python loadtests/run.py [--scenario FaciaUser[,VideoUser...]] [--users 8] [--duration 30s]
+    python loadtests/run.py [--scenario FaciaUser[,VideoUser...]] [--users 8] [--duration 30s] [--mix phone|DIR]
 
 Steps: ``bentoml serve service:Liveness`` on a free HTTP port and a free gRPC port
 (LIVENESS_GRPC_PORT) with a throw-away key store (benchmarks/bench_report.py's ``Server``), a key
@@ -8,6 +8,10 @@ from ``python -m liveness keys create``, a gRPC token from ``python -m liveness 
 Locust headless (``loadtests/locustfile.py``) with ``--csv`` into
 ``loadtests/results/<timestamp>/``, a summary (req/s, p50/p95/p99, failures per user class),
 then the server is stopped.
+
+``--mix``: the single-image users send an image set instead of T1/F1/F2 (LIVENESS_LOADTEST_MIX):
+a folder with a ``labels.csv``, or ``phone`` for the phone-photo mix (``benchmarks/phone_mix.py``,
+written to the run's temporary folder).
 
 Locust runs as a subprocess on purpose: importing locust monkey-patches the process for gevent,
 which does not mix with the thread pools of anything else in the same process.
@@ -102,6 +106,19 @@ def summarise(prefix: Path, scenario: list[str]) -> str:
     return "\n".join(lines)
 
 
+def mix_folder(spec: str, tmp: Path) -> Path:
+    """``--mix``: "phone" (written into ``tmp``) or a folder that has a labels.csv."""
+    if spec == "phone":
+        from phone_mix import write_mix  # benchmarks/ is on sys.path
+
+        log("writing the phone-photo mix")
+        return write_mix(tmp / "phone-mix").parent
+    folder = Path(spec)
+    if not (folder / "labels.csv").is_file():
+        sys.exit(f"--mix: {folder} has no labels.csv")
+    return folder
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="FaciaUser",
@@ -109,6 +126,7 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default: all at once)")
     ap.add_argument("--duration", default="30s", help="Locust --run-time, e.g. 30s, 2m")
+    ap.add_argument("--mix", default=None, help="image set of the single-image users: 'phone' or a folder with labels.csv")
     args = ap.parse_args()
     scenario = [c.strip() for c in args.scenario.replace(" ", ",").split(",") if c.strip()]
     unknown = [c for c in scenario if c not in USER_CLASSES]
@@ -130,6 +148,8 @@ def main() -> int:
             prefix = out_dir / "locust"
             env = {**os.environ, "LIVENESS_LOADTEST_KEY": key, "LIVENESS_LOADTEST_TOKEN": token,
                    "LIVENESS_LOADTEST_GRPC": f"127.0.0.1:{grpc_port}"}
+            if args.mix:
+                env["LIVENESS_LOADTEST_MIX"] = str(mix_folder(args.mix, tmp))
             cmd = [str(BIN / "locust"), "-f", str(REPO / "loadtests" / "locustfile.py"), "--headless",
                    "-u", str(args.users), "-r", str(args.spawn_rate or args.users), "-t", args.duration,
                    "--csv", str(prefix), "--html", str(out_dir / "report.html"), "--host", server.url,
