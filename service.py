@@ -25,6 +25,7 @@ settings = get_settings()
     # One worker per core: a worker is bound by its event loop (GIL) well before the CPU is.
     workers=int(os.environ.get("LIVENESS_WORKERS") or os.cpu_count() or 1),
     traffic={"timeout": 30},
+    tracing=apis.tracing_config(settings),  # OpenTelemetry's per-request work only when asked for
 )
 @bentoml.asgi_app(status_app(settings), path="/")
 class Liveness:

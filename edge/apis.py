@@ -254,6 +254,17 @@ async def verify(svc: Any, body: bytes, ctx: Ctx) -> Response:
     return await _guard(ctx, None, call)
 
 
+# -- BentoML's OpenTelemetry middleware --------------------------------------------------------
+
+
+def tracing_config(settings: Settings) -> dict[str, Any]:
+    """BentoML's ``tracing`` service config: its OpenTelemetry middleware runs on every request
+    even when no trace is sampled (the profile: ~9 % of the workers' busy samples and ~19 % of
+    their GIL time with Prometheus); unless ``http_tracing`` asks for traces, every URL is
+    excluded, so the middleware hands each request straight on."""
+    return {} if settings.http_tracing else {"excluded_urls": [".*"]}
+
+
 # -- body limits ---------------------------------------------------------------------------------
 
 

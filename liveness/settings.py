@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # request timeout, which would answer first.
     header_timeout_s: float = Field(10.0, ge=0)
     body_timeout_s: float = Field(20.0, ge=0)
+    # BentoML's OpenTelemetry middleware on HTTP requests (configure its exporter and sample rate
+    # in BentoML's own configuration).  Off: it is bypassed, which saves its per-request work.
+    http_tracing: bool = False
 
     # Keys and quotas
     auth_enabled: bool = True
