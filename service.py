@@ -9,7 +9,7 @@ from typing import Any
 
 import bentoml
 
-from edge import apis, bentoml_patch, lifecycle, metrics, timeouts
+from edge import apis, bentoml_patch, challenge_socketio, lifecycle, metrics, timeouts
 from edge.grpc_server import start_grpc_server, stop_grpc_server
 from edge.routes import status_app
 from liveness.app import LivenessApp, front_services
@@ -44,6 +44,7 @@ class Liveness:
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
         await stop_grpc_server(getattr(self, "grpc", None))
+        await challenge_socketio.stop_worker_sockets()  # the Socket.IO sessions' Unix socket (started lazily)
         if (sweeper := getattr(self, "sweeper", None)) is not None:
             sweeper.cancel()
         self.challenges.close()

@@ -31,9 +31,13 @@ server -> client
 
 A disconnect leaves the session in the store until it expires, as the WebSocket does.  Frames
 are checked against the image byte limit before any decode (and engine.io refuses messages over
-``max_http_buffer_size``); they are never logged or kept.  Engine.IO's polling transport keeps its
-session in the worker that answered the handshake: with several workers behind no sticky
-balancer, clients should use ``transports=["websocket"]`` (docs/COMPATIBILITY.md).
+``max_http_buffer_size``); they are never logged or kept.
+
+Several workers share the port and no balancer is sticky: Engine.IO's session ids name the
+worker that answered the handshake, and a polling request that lands on another worker is relayed
+to it over its private Unix socket (edge.socketio_workers: started with the worker's first
+Socket.IO request; ``stop_worker_sockets`` from the service's shutdown hook), so every client
+transport works.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs
 
@@ -53,6 +59,7 @@ from edge import render
 from edge.challenge_ws import MIN_FRAME_INTERVAL_S, Channel, Events, ServiceGetter, driver_for, error_event, parse_start
 from edge.challenges import frame_bytes
 from edge.credentials import api_key_from, is_session_token, or_route_key
+from edge.socketio_workers import SessionRouter, own_session_ids, stop_worker_sockets
 from liveness.imaging import ImageLimits
 from liveness import errors as E
 from liveness.errors import LivenessError
@@ -62,6 +69,7 @@ log = logging.getLogger("liveness.challenge_socketio")
 PATH = "/socket.io/"  # the anonymous_routes entry that opens the endpoint to callers without a key
 MOUNT = "/socket.io"
 PING_INTERVAL_S = 20  # a long poll must answer within BentoML's 30 s traffic timeout
+FORWARD_TIMEOUT_S = PING_INTERVAL_S + 5  # a long poll relayed to its worker: past its ping, within the 30 s
 # A frame's error that costs only that frame (its input, or a busy decoder): the session goes on.
 RECOVERABLE = frozenset(k.code for k in (
     E.MISSING_IMAGE, E.INVALID_BASE64, E.EMPTY_IMAGE, E.UNSUPPORTED_FORMAT, E.CORRUPT_IMAGE, E.IMAGE_TOO_LARGE,
@@ -176,9 +184,11 @@ def challenge_socketio_app(
     min_frame_interval: float = MIN_FRAME_INTERVAL_S,
     clock: Callable[[], float] = time.monotonic,
     cors_origins: list[str] | str | None = None,
+    worker_id: str | None = None,
 ) -> socketio.ASGIApp:
     """The ASGI app serving ``/socket.io/``.  ``clock`` (monotonic seconds) times the frame interval;
-    ``cors_origins`` None: same origin only (python-socketio's default)."""
+    ``cors_origins`` None: same origin only (python-socketio's default); ``worker_id`` (default: the
+    process id) starts every Engine.IO session id (edge.socketio_workers)."""
     if isinstance(cors_origins, (list, tuple)) and "*" in cors_origins:
         cors_origins = "*"  # python-socketio's "any origin" is the string, not a list entry
     sio = socketio.AsyncServer(
@@ -187,6 +197,7 @@ def challenge_socketio_app(
         max_http_buffer_size=max_frame_bytes * 4 // 3 + 64 * 1024,
         ping_interval=PING_INTERVAL_S, logger=False, engineio_logger=False,
     )
+    own_session_ids(sio.eio, worker_id or str(os.getpid()))
     channels: dict[str, Channel] = {}
     watchers: dict[str, asyncio.Task[None]] = {}
 
@@ -267,11 +278,19 @@ def channel_limits(service: Any, max_frame_bytes: int) -> Any:
     return replace(limits, max_bytes=min(limits.max_bytes, max_frame_bytes))
 
 
-def challenge_socketio_routes(get_service: ServiceGetter, admin_key_sha256: Callable[[], str | None],
+def challenge_socketio_routes(get_service: ServiceGetter, admin_key_sha256: Callable[[], str | None], *,
+                              worker_id: str | None = None, runtime_dir: Path | None = None,
                               **options: Any) -> list[Mount]:
-    """The mount of the Socket.IO endpoint in the Starlette app at ``/`` (edge.routes)."""
-    return [Mount(MOUNT, app=challenge_socketio_app(get_service, admin_key_sha256, **options))]
+    """The mount of the Socket.IO endpoint in the Starlette app at ``/`` (edge.routes): the app behind
+    the router that relays a polling request to the worker holding its session.  ``worker_id``
+    (default: the process id) and ``runtime_dir`` (default: a 0700 directory per service under the
+    temp dir) place this worker among the others (edge.socketio_workers)."""
+    worker_id = worker_id or str(os.getpid())
+    app = challenge_socketio_app(get_service, admin_key_sha256, worker_id=worker_id, **options)
+    router = SessionRouter(app, worker_id, runtime_dir, max_body_bytes=app.engineio_server.eio.max_http_buffer_size,
+                           forward_timeout_s=FORWARD_TIMEOUT_S)
+    return [Mount(MOUNT, app=router)]
 
 
 __all__ = ["EVENTS", "PATH", "challenge_socketio_app", "challenge_socketio_routes", "frame_payload",
-           "seed_challenge", "start_request"]
+           "seed_challenge", "start_request", "stop_worker_sockets"]

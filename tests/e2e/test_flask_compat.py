@@ -12,8 +12,10 @@ none for bad input, and the seed's Socket.IO events.
 Frames are paced as in test_challenges.py: each is sent ``SPACING_S`` after the answer to the
 previous one (over Socket.IO: after its ``feedback`` event), so the server's timestamps are more
 than 1 / challenge_max_fps apart whatever the scheduling; step and face-missing timeouts are far
-beyond any replay.  One worker: Engine.IO's polling transport keeps its session in the worker
-that answered the handshake (docs/COMPATIBILITY.md).
+beyond any replay.  Two workers, as a 2-core production server has: Engine.IO's polling
+transport (the clients' default first transport, and the only one with ``transports=["polling"]``)
+keeps its session in the worker that answered the handshake, and a poll that the kernel hands to the
+other worker is relayed to it (edge/socketio_workers.py, docs/COMPATIBILITY.md "Liveness_service").
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ ENV = {
     "LIVENESS_CHALLENGE_STEP_TIMEOUT_S": "3600",
     "LIVENESS_CHALLENGE_FACE_MISSING_S": "3600",
     "LIVENESS_JWT_SECRET": SECRET,
-    "LIVENESS_WORKERS": "1",
+    "LIVENESS_WORKERS": "2",  # polling sessions must work whichever worker a request lands on
 }
 VIDEO = MEDIA / "videos" / "jomariya_real_1.mp4"
 T1 = MEDIA / "images" / "silentface_image_T1.jpg"
@@ -184,7 +186,7 @@ class Recorder:
         return self.events.get(timeout=EVENT_WAIT_S)
 
 
-@pytest.mark.parametrize("transports", [None, ["websocket"]])
+@pytest.mark.parametrize("transports", [None, ["polling"], ["websocket"]])
 def test_the_socketio_client_with_only_the_url(seed, blink_frames, transports):
     url, kiosk = seed
     before = used(kiosk)
