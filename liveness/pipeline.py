@@ -140,9 +140,11 @@ class PassivePipeline:
     async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _decode_and_prepare(self, data: bytes | Callable[[], bytes]) -> tuple[DecodedImage, bytes, np.ndarray, Any]:
+    def _decode_and_prepare(self, data: bytes | Callable[[], bytes],
+                            scale: int | None = None) -> tuple[DecodedImage, bytes, np.ndarray, Any]:
+        """Decode (reduced as ``decode_min_side`` allows, or by ``scale``) and the detector's input."""
         raw = data() if callable(data) else data
-        img = decode_image(raw, self.limits, min_long_side=self.settings.decode_min_side or None)
+        img = decode_image(raw, self.limits, min_long_side=self.settings.decode_min_side or None, scale=scale)
         x, meta = self.detector.preprocess(img.bgr)
         return img, raw, x, meta
 
@@ -194,15 +196,10 @@ class PassivePipeline:
             if fine == img.scale:
                 return prepared
         t2 = time.perf_counter()
-        finer, x, meta = await self._cpu(self._redecode, raw, fine)
+        finer, _, x, meta = await self._cpu(self._decode_and_prepare, raw, fine)
         t3 = time.perf_counter()
         timings = {"decode": timings["decode"] + t3 - t2, "detect": t2 - t1}  # the first search counts too
         return await self._detect(finer.bgr, x, meta, size, timings, t3, versions, fine)
-
-    def _redecode(self, raw: bytes, scale: int) -> tuple[DecodedImage, np.ndarray, Any]:
-        img = decode_image(raw, self.limits, scale=scale)
-        x, meta = self.detector.preprocess(img.bgr)
-        return img, x, meta
 
     async def prepare_bgr(self, bgr: np.ndarray, versions: Mapping[str, int]) -> PreparedFace:
         t0 = time.perf_counter()

@@ -766,7 +766,7 @@ def _decode(data, limits: ImageLimits, memory: DecodeMemory | None, min_long_sid
         raise _corrupt(f"{fmt.upper()} structure is invalid or truncated") from None
     reduce = 1
     if fmt == "jpeg":
-        reduce = scale if scale in _REDUCED else jpeg_reduction(header.width, header.height, min_long_side)
+        reduce = scale if scale in (1, *_REDUCED) else jpeg_reduction(header.width, header.height, min_long_side)
     cost = decode_cost(header)
     if cost > limits.max_decode_bytes:
         mib = 1024 * 1024
