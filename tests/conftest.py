@@ -35,6 +35,21 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.fixture
+def closed_after():
+    """``closed_after(x)`` -> ``x``, closed after the test (in the order they were given): for
+    factory fixtures that open stores or apps."""
+    opened = []
+
+    def keep(obj):
+        opened.append(obj)
+        return obj
+
+    yield keep
+    for obj in opened:
+        obj.close()
+
+
 @pytest.fixture(params=["sqlite", "mongo"])
 def store_of(request, tmp_path):
     """``store_of(SqliteX, MongoX)``: a store of that family on a real SQLite file, then on

@@ -323,9 +323,20 @@ def make(tmp_path, script: Script, clock: Clock, **overrides) -> tuple[Challenge
     return ChallengeService(app, settings, measure=app.measure, clock=clock), app
 
 
-def test_service_full_session_token_and_charge(tmp_path):
-    clock, script = Clock(), Script([sig(0.4), sig(0.2), sig(0.4), sig(yaw=0), sig(yaw=25)])
-    svc, app = make(tmp_path, script, clock)
+@pytest.fixture
+def service(tmp_path):
+    """``service(script=Script([]), **settings)`` -> (ChallengeService, its FakeApp, its Clock):
+    a service on a SQLite store in tmp_path, its clock starting a minute in the past."""
+
+    def made(script: Script | None = None, **overrides) -> tuple[ChallengeService, FakeApp, Clock]:
+        clock = Clock()
+        return (*make(tmp_path, script or Script([]), clock, **overrides), clock)
+
+    return made
+
+
+def test_service_full_session_token_and_charge(service):
+    svc, app, clock = service(Script([sig(0.4), sig(0.2), sig(0.4), sig(yaw=0), sig(yaw=25)]))
 
     async def go():
         with pytest.raises(LivenessError) as e:
@@ -366,10 +377,9 @@ def test_service_full_session_token_and_charge(tmp_path):
     asyncio.run(go())
 
 
-def test_frame_rate_is_metered_on_average_not_per_gap(tmp_path):
+def test_frame_rate_is_metered_on_average_not_per_gap(service):
     """challenge_max_fps 15: 10 fps with jitter passes, two frames at once or 25 fps do not."""
-    clock, script = Clock(), Script([])
-    svc, app = make(tmp_path, script, clock, challenge_session_ttl_s=60.0)
+    svc, app, clock = service(challenge_session_ttl_s=60.0)
 
     async def go():
         sid = (await svc.start("key-a"))["session_id"]
@@ -393,9 +403,8 @@ def test_frame_rate_is_metered_on_average_not_per_gap(tmp_path):
     asyncio.run(go())
 
 
-def test_service_errors_fps_foreign_expired_restart(tmp_path):
-    clock, script = Clock(), Script([])
-    svc, app = make(tmp_path, script, clock, challenge_session_ttl_s=5.0)
+def test_service_errors_fps_foreign_expired_restart(service):
+    svc, app, clock = service(challenge_session_ttl_s=5.0)
 
     async def go():
         sid = (await svc.start("key-a"))["session_id"]
@@ -436,9 +445,8 @@ def test_service_errors_fps_foreign_expired_restart(tmp_path):
     asyncio.run(go())
 
 
-def test_service_passive_fail_and_return_frame(tmp_path):
-    clock, script = Clock(), Script([sig(0.4), sig(0.2), sig(0.4)], passive=0.2)
-    svc, app = make(tmp_path, script, clock, challenge_return_frame=True)
+def test_service_passive_fail_and_return_frame(service):
+    svc, app, clock = service(Script([sig(0.4), sig(0.2), sig(0.4)], passive=0.2), challenge_return_frame=True)
 
     async def go():
         sid = (await svc.start("key-a", ["blink"], admin=True))["session_id"]
@@ -455,9 +463,8 @@ def test_service_passive_fail_and_return_frame(tmp_path):
     asyncio.run(go())
 
 
-def test_service_no_face_then_lost(tmp_path):
-    clock, script = Clock(), Script([], face=False)
-    svc, app = make(tmp_path, script, clock)
+def test_service_no_face_then_lost(service):
+    svc, app, clock = service(Script([], face=False))
 
     async def go():
         sid = (await svc.start("key-a", ["blink"], admin=True))["session_id"]

@@ -43,24 +43,19 @@ def backend(request):
 
 
 @pytest.fixture
-def make_store(backend, tmp_path):
-    """``make_store(clock=None, threaded=False)``; repeated calls share the same backing data."""
-    created: list[KeyStore] = []
+def make_store(backend, tmp_path, closed_after):
+    """``make_store(clock=None, threaded=False)``; repeated calls share the same backing data.
+    Every store made is closed after the test."""
     mongo_client = mongomock.MongoClient()
 
     def make(clock=None, threaded: bool = False) -> KeyStore:
         if backend == "sqlite":
-            store: KeyStore = SqliteKeyStore(tmp_path / "db" / "keys.sqlite3", clock=clock)
-        else:
-            # mongomock is not thread-safe (find_one_and_update = find + separate update), so
-            # the threaded test serialises it in-process; real MongoDB is atomic server-side.
-            store = MongoKeyStore(mongo_client, clock=clock, serialize=threaded)
-        created.append(store)
-        return store
+            return closed_after(SqliteKeyStore(tmp_path / "db" / "keys.sqlite3", clock=clock))
+        # mongomock is not thread-safe (find_one_and_update = find + separate update), so
+        # the threaded test serialises it in-process; real MongoDB is atomic server-side.
+        return closed_after(MongoKeyStore(mongo_client, clock=clock, serialize=threaded))
 
-    yield make
-    for store in created:
-        store.close()
+    return make
 
 
 @pytest.fixture

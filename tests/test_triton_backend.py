@@ -19,18 +19,11 @@ import pytest
 from converters.triton_python import write_python_backend_repository
 from liveness.errors import MODEL_UNAVAILABLE, LivenessError
 from liveness.inference.repository import file_sha256
-from liveness.inference.triton_server import TritonServer, triton_venv
 from liveness.ports import free_port
 from liveness.settings import Settings
+from tests.triton_helpers import TRITON_MARKS, http, httpclient, running_triton  # noqa: F401  (http: a fixture)
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        not (triton_venv() / "bin" / "python").exists(),
-        reason=f"{triton_venv()} missing: create it with `make triton-venv`",
-    ),
-]
-httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[grpc,http] not installed in this venv")
+pytestmark = TRITON_MARKS
 triton = pytest.importorskip("liveness.inference.triton")
 
 MODEL = "minifasnet_v2"
@@ -57,17 +50,8 @@ def repo(model_repository, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(repo, tmp_path_factory):
-    srv = TritonServer(repo, model_control="explicit", log_path=tmp_path_factory.mktemp("log") / "triton.log")
-    srv.start(timeout=120)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    c = httpclient.InferenceServerClient(server.http_url)
-    yield c
-    c.close()
+    with running_triton(repo, tmp_path_factory.mktemp("log") / "triton.log") as srv:
+        yield srv
 
 
 def backend(repo, url: str, protocol: str = "grpc", timeout: float = 5.0):

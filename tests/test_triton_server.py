@@ -10,6 +10,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 
 import cv2
 import numpy as np
@@ -21,16 +22,9 @@ from liveness.antispoof.crop import crop_face
 from liveness.detection.retinaface import RetinaFace
 from liveness.inference import pbtxt
 from liveness.inference.repository import load_repository
-from liveness.inference.triton_server import TritonServer, triton_venv
+from tests.triton_helpers import TRITON_MARKS, http, httpclient, running_triton  # noqa: F401  (http: a fixture)
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        not (triton_venv() / "bin" / "python").exists(),
-        reason=f"{triton_venv()} missing: create it with the Makefile's triton target",
-    ),
-]
-httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[grpc,http] not installed in this venv")
+pytestmark = TRITON_MARKS
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc,http] not installed in this venv")
 
 ATOL = 1e-4
@@ -46,25 +40,14 @@ def python_repository(model_repository, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(python_repository, tmp_path_factory):
     log = tmp_path_factory.mktemp("triton-log") / "tritonserver.log"
-    srv = TritonServer(python_repository, model_control="explicit", load=["minifasnet_v2", "retinaface"], log_path=log)
-    seconds = srv.start(timeout=120)
-    print(f"\ntritonserver ready in {seconds:.2f}s (http {srv.http_port}, grpc {srv.grpc_port})")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    client = httpclient.InferenceServerClient(server.http_url)
-    yield client
-    client.close()
+    with running_triton(python_repository, log, load=["minifasnet_v2", "retinaface"]) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def grpc(server):
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    yield client
-    client.close()
+    with closing(grpcclient.InferenceServerClient(server.grpc_url)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -66,6 +67,34 @@ def read_bytes(path: Path) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def post_partial_body(port: int, path: str, headers: dict[str, str], announced: int, first_chunk: bytes,
+                      timeout: float = 60.0) -> tuple[bytes, bytes]:
+    """POST ``path`` over a plain socket announcing a body of ``announced`` bytes (Content-Length)
+    but sending only ``first_chunk`` of it, then read the response (up to its Content-Length, or
+    until the server closes): (its status line and headers, its body)."""
+    head = "".join([f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n",
+                    *(f"{name}: {value}\r\n" for name, value in headers.items()),
+                    f"Content-Length: {announced}\r\n\r\n"]).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head + first_chunk)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.find(b"\r\n\r\n") + 4 + _content_length(data):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status_and_headers, _, body = data.partition(b"\r\n\r\n")
+    return status_and_headers, body
+
+
+def _content_length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
 
 
 def _clean_env(db_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -162,10 +163,19 @@ def run_demo(pw, server: Server, clip: Path, api_key: str | None, wait_ms: int, 
     return outcome
 
 
-def screenshot(outcome: dict, path: Path, capsys: pytest.CaptureFixture) -> None:
-    outcome["page"].screenshot(path=str(path), full_page=True)
-    with capsys.disabled():
-        print(f"\n[browser] screenshot: {path}")
+@contextmanager
+def demo(pw, server: Server, clip: Path, api_key: str | None, wait_ms: int, shot: Path,
+         capsys: pytest.CaptureFixture, token: str | None = None) -> Iterator[dict]:
+    """``run_demo``, then a full-page screenshot at ``shot`` (its path printed); yields the
+    outcome and closes the browser after the block, whatever the block asserts."""
+    outcome = run_demo(pw, server, clip, api_key, wait_ms, token=token)
+    try:
+        outcome["page"].screenshot(path=str(shot), full_page=True)
+        with capsys.disabled():
+            print(f"\n[browser] screenshot: {shot}")
+        yield outcome
+    finally:
+        outcome["browser"].close()
 
 
 def summary(events: list[dict]) -> str:
@@ -180,9 +190,7 @@ def summary(events: list[dict]) -> str:
 
 def test_live_person_blinks_and_passes(pw, admin_server, db_path, clips, tmp_path, capsys):
     key = create_key(db_path, limit=10_000)
-    outcome = run_demo(pw, admin_server, clips["live"], key, RESULT_TIMEOUT_MS)
-    try:
-        screenshot(outcome, tmp_path / "demo_live.png", capsys)
+    with demo(pw, admin_server, clips["live"], key, RESULT_TIMEOUT_MS, tmp_path / "demo_live.png", capsys) as outcome:
         events = outcome["events"]
         assert events and events[0]["type"] == "challenge", summary(events)
         assert events[0]["total_steps"] == 1 and events[0]["session_id"]
@@ -191,23 +199,17 @@ def test_live_person_blinks_and_passes(pw, admin_server, db_path, clips, tmp_pat
         assert outcome["verdict"] == "passed", f"verdict {outcome['verdict']!r} - {summary(events)}"
         result = next(e for e in events if e["type"] == "result")
         assert result["steps_completed"] == 1 and result["result_token"], result
-    finally:
-        outcome["browser"].close()
 
 
 def test_still_photo_does_not_pass(pw, admin_server, db_path, clips, tmp_path, capsys):
     key = create_key(db_path, limit=10_000)
-    outcome = run_demo(pw, admin_server, clips["still"], key, STILL_WAIT_MS)
-    try:
-        screenshot(outcome, tmp_path / "demo_still.png", capsys)
+    with demo(pw, admin_server, clips["still"], key, STILL_WAIT_MS, tmp_path / "demo_still.png", capsys) as outcome:
         events = outcome["events"]
         assert events and events[0]["type"] == "challenge", summary(events)
         assert outcome["verdict"] != "passed", summary(events)
         assert not any(e["type"] == "result" and e.get("verdict") == "passed" for e in events)
         with capsys.disabled():
             print(f"[browser] still photo: verdict={outcome['verdict']!r} error={outcome['error']!r}")
-    finally:
-        outcome["browser"].close()
 
 
 def test_app_server_session_token_in_the_browser(pw, admin_server, db_path, clips, tmp_path, capsys):
@@ -220,9 +222,8 @@ def test_app_server_session_token_in_the_browser(pw, admin_server, db_path, clip
                    timeout=60)
     assert r.status_code == 200, r.text
     session = r.json()
-    outcome = run_demo(pw, admin_server, clips["live"], None, RESULT_TIMEOUT_MS, token=session["auth_token"])
-    try:
-        screenshot(outcome, tmp_path / "demo_session.png", capsys)
+    with demo(pw, admin_server, clips["live"], None, RESULT_TIMEOUT_MS, tmp_path / "demo_session.png", capsys,
+              token=session["auth_token"]) as outcome:
         events = outcome["events"]
         assert outcome["error"] is None, f"{outcome['error']} - {summary(events)}"
         assert outcome["verdict"] == "completed", f"verdict {outcome['verdict']!r} - {summary(events)}"
@@ -231,8 +232,6 @@ def test_app_server_session_token_in_the_browser(pw, admin_server, db_path, clip
         result = next(e for e in events if e["type"] == "result")
         assert "verdict" not in result and "result_token" not in result, result
         assert all(e.get("passive_score") is None for e in events if e["type"] == "feedback")
-    finally:
-        outcome["browser"].close()
     doc = httpx.get(f"{admin_server.url}/v1/sessions/{session['session_id']}", headers={"X-API-Key": key},
                     timeout=30).json()
     assert doc["status"] == "ResultAvailable" and doc["result"]["decision"] == "realface", doc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
@@ -13,6 +12,7 @@ from e2e_conftest import (
     SCORE_TOL,
     b64,
     gif_bytes,
+    post_partial_body,
     truncated_jpeg,
 )
 
@@ -153,37 +153,11 @@ def test_errors_are_not_charged_and_quota_is_enforced(client, make_key, usage, t
     assert (u["used"], u["remaining"]) == (2, 0), u
 
 
-def _raw_http(port: int, head: bytes, first_chunk: bytes, timeout: float = 60.0) -> tuple[int, bytes]:
-    """Send request headers plus only ``first_chunk`` of the body, then read the response."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(head + first_chunk)
-        data = b""
-        while b"\r\n\r\n" not in data or len(data) < data.find(b"\r\n\r\n") + 4 + _content_length(data):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    status = int(data.split(b" ", 2)[1])
-    return status, data.split(b"\r\n\r\n", 1)[1]
-
-
-def _content_length(data: bytes) -> int:
-    head = data.split(b"\r\n\r\n", 1)[0].lower()
-    for line in head.split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            return int(line.split(b":", 1)[1])
-    return 0
-
-
 def test_body_over_limit_is_refused_without_reading_it(server, key):
-    size = 15 * 1024 * 1024
-    head = (
-        f"POST /liveness HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
-    ).encode()
     # Only 64 KB of the announced 15 MB is ever sent: a 413 proves the server did not wait for it.
-    status, body = _raw_http(server.port, head, b'{"hash_id": "' + key.encode() + b'", "selfie_image": "' + b"A" * 65536)
-    assert status == 413
+    status, body = post_partial_body(server.port, "/liveness", {"Content-Type": "application/json"}, 15 * 1024 * 1024,
+                                     b'{"hash_id": "' + key.encode() + b'", "selfie_image": "' + b"A" * 65536)
+    assert status.startswith(b"HTTP/1.1 413"), status
     doc = json.loads(body)
     assert set(doc) == {"error"} and "exceeds" in doc["error"], doc
 

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Iterator
 
 import jwt
@@ -34,6 +32,8 @@ import requests
 import socketio
 
 from e2e_conftest import MEDIA, create_key, key_usage, start_server
+from tests.socketio_helpers import Events
+from video_jpegs import jpeg_frames
 
 pytestmark = pytest.mark.e2e
 
@@ -55,22 +55,6 @@ SPACING_S = 0.1
 EVENT_WAIT_S = 120.0  # a guard against a hung server only; every wait ends on an event
 
 
-def video_frames(path: Path, first: int, last: int, step: int) -> list[bytes]:
-    import av
-    import cv2
-
-    out = []
-    with av.open(str(path)) as c:
-        for i, fr in enumerate(c.decode(video=0)):
-            if i > last:
-                break
-            if i >= first and (i - first) % step == 0:
-                ok, buf = cv2.imencode(".jpg", fr.to_ndarray(format="bgr24"), [cv2.IMWRITE_JPEG_QUALITY, 92])
-                assert ok
-                out.append(buf.tobytes())
-    return out
-
-
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory) -> Iterator[tuple[str, Any]]:
     d = tmp_path_factory.mktemp("flask-compat")
@@ -85,7 +69,7 @@ def seed(tmp_path_factory) -> Iterator[tuple[str, Any]]:
 
 @pytest.fixture(scope="module")
 def blink_frames() -> list[bytes]:
-    return video_frames(VIDEO, 60, 320, step=2)  # a blink (test_challenges.py)
+    return jpeg_frames(VIDEO, 60, 320, step=2)  # a blink (test_challenges.py)
 
 
 def used(kiosk: Any) -> int:
@@ -169,29 +153,12 @@ def test_bad_input_gets_a_documented_error_and_is_never_charged(seed):
     assert used(kiosk) == before + 1  # that session only
 
 
-class Recorder:
-    """The seed's events as the client receives them (python-socketio runs handlers on its thread)."""
-
-    def __init__(self, client: socketio.Client) -> None:
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        for name in ("challenge", "feedback", "result", "error", "disconnect"):
-            client.on(name, self._record(name))
-
-    def _record(self, name: str):
-        def record(data: Any = None) -> None:
-            self.events.put((name, data))
-        return record
-
-    def next(self) -> tuple[str, Any]:
-        return self.events.get(timeout=EVENT_WAIT_S)
-
-
 @pytest.mark.parametrize("transports", [None, ["polling"], ["websocket"]])
 def test_the_socketio_client_with_only_the_url(seed, blink_frames, transports):
     url, kiosk = seed
     before = used(kiosk)
     client = socketio.Client(reconnection=False)
-    recorder = Recorder(client)
+    recorder = Events(client, EVENT_WAIT_S)
     client.connect(url, transports=transports, wait_timeout=EVENT_WAIT_S)
     try:
         name, challenge = recorder.next()
@@ -225,7 +192,7 @@ def test_a_bad_socketio_frame_is_an_error_event_and_costs_nothing(seed):
     url, kiosk = seed
     before = used(kiosk)
     client = socketio.Client(reconnection=False)
-    recorder = Recorder(client)
+    recorder = Events(client, EVENT_WAIT_S)
     client.connect(url, wait_timeout=EVENT_WAIT_S)
     try:
         session_id = recorder.next()[1]["session_id"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import bentoml
 import httpx
@@ -18,6 +17,7 @@ from e2e_conftest import (
     b64,
     gif_bytes,
     gray_jpeg,
+    post_partial_body,
     truncated_jpeg,
 )
 
@@ -186,22 +186,10 @@ def test_error_codes_and_no_charge(client, make_key, usage, t1_jpeg, bomb_png):
 
 
 def test_body_over_limit_is_refused_early(server, key):
-    size = 15 * 1024 * 1024
-    head = (
-        f"POST /v1/liveness HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nX-API-Key: {key}\r\n"
-        f"Content-Type: image/jpeg\r\nContent-Length: {size}\r\n\r\n"
-    ).encode()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
-        s.sendall(head + b"\xff\xd8" + b"\0" * 65536)  # 64 KB of the announced 15 MB
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 413"), data[:200]
-    body = json.loads(data.split(b"\r\n\r\n", 1)[1])
-    assert body["error"]["code"] == "image_too_large"
+    status, body = post_partial_body(server.port, "/v1/liveness", {"X-API-Key": key, "Content-Type": "image/jpeg"},
+                                     15 * 1024 * 1024, b"\xff\xd8" + b"\0" * 65536)  # 64 KB of the announced 15 MB
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert json.loads(body)["error"]["code"] == "image_too_large"
 
 
 def test_chunked_body_over_limit(server, key):

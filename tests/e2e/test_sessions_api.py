@@ -21,6 +21,7 @@ import jwt
 import pytest
 
 from e2e_conftest import MEDIA, create_key, key_usage, run_cli, start_server
+from video_jpegs import jpeg_frames
 
 pytestmark = pytest.mark.e2e
 
@@ -287,27 +288,12 @@ def test_video_round_trip(env):
     assert key_usage(key)["used"] == 1
 
 
-def _video_frames(first: int, last: int, step: int) -> list[bytes]:
-    import av
-    import cv2
-
-    out = []
-    with av.open(str(VIDEO)) as c:
-        for i, fr in enumerate(c.decode(video=0)):
-            if i > last:
-                break
-            if i >= first and (i - first) % step == 0:
-                ok, buf = cv2.imencode(".jpg", fr.to_ndarray(format="bgr24"), [cv2.IMWRITE_JPEG_QUALITY, 92])
-                out.append(buf.tobytes())
-    return out
-
-
 def _challenge(url: str, token: str) -> tuple[dict, list[dict], dict]:
     r = httpx.post(url + "/start", json={}, headers=bearer(token), timeout=60)
     assert r.status_code == 200, r.text
     started = r.json()
     answers = []
-    for frame in _video_frames(60, 320, 2):
+    for frame in jpeg_frames(VIDEO, 60, 320, 2):
         r = httpx.post(url + "/process", headers=bearer(token), timeout=60,
                        json={"session_id": started["session_id"], "image": base64.b64encode(frame).decode()})
         assert r.status_code == 200, r.text
@@ -349,7 +335,7 @@ def _challenge_ws(url: str, token: str) -> tuple[dict, list[dict], dict]:
         started = ws.receive_json()
         assert started["type"] == "challenge", started
         feedback: list[dict] = []
-        for frame in _video_frames(60, 320, 2):
+        for frame in jpeg_frames(VIDEO, 60, 320, 2):
             try:
                 ws.send_bytes(frame)
             except LocalProtocolError:

@@ -3,22 +3,22 @@ routing, pipeline) on the fake inference backend (tests/fakes.py), in ``tmp_path
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
+from liveness.sessions import SessionService
 from liveness.settings import Settings
 from tests.edge.helpers import FACE
 from tests.fakes import MODEL_REPOSITORY, FakeBackend, FakeClock, fake_app, retinaface_responder
 
 
 @pytest.fixture
-def make_core(tmp_path, monkeypatch) -> Callable[..., Any]:
+def make_core(tmp_path, monkeypatch, closed_after) -> Callable[..., Any]:
     """``make_core(backend=None, **settings)`` -> a LivenessApp on a FakeBackend (by default one
     that finds ``FACE`` in every image, p(live) 0.9 from both anti-spoof models); closed after
     the test.  Its key store is ``app.keys`` (SQLite in tmp_path).  Face verification is off
     unless a test turns it on (``verification_enabled=True``)."""
-    opened: list[Any] = []
 
     def make(backend: FakeBackend | None = None, **overrides: Any) -> Any:
         settings = Settings(**{
@@ -28,16 +28,21 @@ def make_core(tmp_path, monkeypatch) -> Callable[..., Any]:
         })
         if backend is None:
             backend = FakeBackend(retinaface=retinaface_responder([FACE]))
-        app = fake_app(settings, backend, monkeypatch)
-        opened.append(app)
-        return app
+        return closed_after(fake_app(settings, backend, monkeypatch))
 
-    yield make
-    for app in opened:
-        app.close()
+    return make
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def sessions(core, clock) -> Iterator[SessionService]:
+    """A SessionService on the module's ``core`` fixture and the test's ``clock``, closed after
+    the test."""
+    service = SessionService(core, core.settings, clock=clock)
+    yield service
+    service.close()
 

@@ -127,3 +127,31 @@ class Svc:
 def used(app: Any, name: str) -> int:
     """Units charged to key ``name`` (of ``app.keys``) in its current period."""
     return app.keys.usage(name).used
+
+
+# Where the fake YuNet puts the face (fractions of the image's content; FindFace and BWS tests).
+YUNET_FACE_BOX = (0.3, 0.25, 0.4, 0.5)
+
+
+def yunet_one_face(x: np.ndarray) -> list[np.ndarray]:
+    """YuNet outputs (cls, obj, bbox, kps at strides 8, 16, 32) holding one face at ``YUNET_FACE_BOX`` of
+    the image's content (the zero padding excluded), with plausible keypoints; none in a dark image."""
+    n, _, ph, pw = x.shape
+    outs = {k: [np.zeros((n, (ph // s) * (pw // s), d), np.float32) for s in (8, 16, 32)]
+            for k, d in (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10))}
+    for i in range(n):
+        content = x[i].sum(axis=0) > 0
+        if not content.any() or x[i][:, content].mean() <= 40:  # like the fake RetinaFace: dark = no face
+            continue
+        h, w = int(content.any(axis=1).sum()), int(content.any(axis=0).sum())
+        x0, y0, fw, fh = YUNET_FACE_BOX[0] * w, YUNET_FACE_BOX[1] * h, YUNET_FACE_BOX[2] * w, YUNET_FACE_BOX[3] * h
+        cx, cy = x0 + fw / 2, y0 + fh / 2
+        s, k = 32, 2
+        cols = pw // s
+        c, r = int(cx // s), int(cy // s)
+        idx = r * cols + c
+        outs["cls"][k][i, idx, 0] = outs["obj"][k][i, idx, 0] = 0.95
+        outs["bbox"][k][i, idx] = (cx / s - c, cy / s - r, np.log(fw / s), np.log(fh / s))
+        points = [(0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.8), (0.65, 0.8)]
+        outs["kps"][k][i, idx] = [v for px, py in points for v in ((x0 + px * fw) / s - c, (y0 + py * fh) / s - r)]
+    return [*outs["cls"], *outs["obj"], *outs["bbox"], *outs["kps"]]

@@ -11,22 +11,20 @@ to expire."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import pytest
 import socketio
-import uvicorn
 from starlette.applications import Starlette
 
 from edge.challenge_socketio import PATH, challenge_socketio_routes, frame_payload, seed_challenge, start_request
 from liveness import errors as E
-from liveness.challenges.service import ChallengeService
 from liveness.errors import LivenessError
 from liveness.imaging import ImageLimits
 from liveness.keys import RouteKey
 from tests.edge.helpers import b64, jpeg, used
+from tests.socketio_helpers import AsyncEvents, challenge_service, serve
 
 FRAME = jpeg()
 EVENT_WAIT_S = 60.0  # a guard against a hung test only; every wait ends on an event
@@ -34,10 +32,7 @@ EVENT_WAIT_S = 60.0  # a guard against a hung test only; every wait ends on an e
 
 @pytest.fixture
 def service(make_core, clock):
-    core = make_core(challenge_steps=2, challenge_pool=("blink", "look_center"))
-    svc = ChallengeService(core, core.settings, measure=False, clock=clock)
-    yield core, svc
-    svc.close()
+    yield from challenge_service(make_core, clock)
 
 
 @asynccontextmanager
@@ -46,40 +41,13 @@ async def served(svc: Any, clock: Any, routes: dict[str, str] | None = None) -> 
     app = Starlette(routes=challenge_socketio_routes(lambda: svc, lambda: None, anonymous_routes=lambda: routes or {},
                                                      max_frame_bytes=svc.settings.max_image_bytes,
                                                      min_frame_interval=0.5, clock=clock))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="wsproto"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
-class Events:
-    """Every event the client receives, in order, with a way to wait for the next one."""
-
-    def __init__(self, client: socketio.AsyncClient) -> None:
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        for name in ("challenge", "feedback", "result", "error"):
-            client.on(name, self._handler(name))
-        client.on("disconnect", self._handler("disconnect"))
-
-    def _handler(self, name: str):
-        async def handle(data: Any = None) -> None:
-            await self.queue.put((name, data))
-        return handle
-
-    async def next(self) -> tuple[str, Any]:
-        return await asyncio.wait_for(self.queue.get(), EVENT_WAIT_S)
-
-
-async def connect(url: str, **options: Any) -> tuple[socketio.AsyncClient, Events]:
+async def connect(url: str, **options: Any) -> tuple[socketio.AsyncClient, AsyncEvents]:
     client = socketio.AsyncClient(reconnection=False)
-    events = Events(client)
+    events = AsyncEvents(client, EVENT_WAIT_S)
     await client.connect(url, wait_timeout=EVENT_WAIT_S, **options)
     return client, events
 

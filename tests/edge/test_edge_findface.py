@@ -26,41 +26,17 @@ from edge.video import parse_video_request
 from liveness.detections import KIND, DetectionRef, DetectionStore
 from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
 from liveness.imaging import ImageLimits
-from liveness.sessions import SessionService, parse_params
-from tests.edge.helpers import Part, Svc, body_of, ctx, jpeg, multipart, served, used
+from liveness.sessions import parse_params
+from tests.edge.helpers import YUNET_FACE_BOX, Part, Svc, body_of, ctx, jpeg, multipart, served, used, yunet_one_face
 from tests.fakes import Box, FakeBackend, detector_image, retinaface_responder
 from tests.video_helpers import encode
 
 LEVEL = {"L": 200, "S": 100, "N": 10}  # live face, spoof face, no face
 MATCH_LEVEL, OTHER_LEVEL = 200, 60  # a verify image like the live frames / unlike them
-FACE_BOX = (0.3, 0.25, 0.4, 0.5)  # where both fake detectors put the face (fractions of the image)
+FACE_BOX = YUNET_FACE_BOX  # both fake detectors put the face there (fractions of the image)
 
 
 # -- the fake recognition models -------------------------------------------------------------------
-
-
-def yunet_one_face(x: np.ndarray) -> list[np.ndarray]:
-    """YuNet outputs (cls, obj, bbox, kps at strides 8, 16, 32) holding one face at ``FACE_BOX`` of
-    the image's content (the zero padding excluded), with plausible keypoints; none in a dark image."""
-    n, _, ph, pw = x.shape
-    outs = {k: [np.zeros((n, (ph // s) * (pw // s), d), np.float32) for s in (8, 16, 32)]
-            for k, d in (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10))}
-    for i in range(n):
-        content = x[i].sum(axis=0) > 0
-        if not content.any() or x[i][:, content].mean() <= 40:  # like the fake RetinaFace: dark = no face
-            continue
-        h, w = int(content.any(axis=1).sum()), int(content.any(axis=0).sum())
-        x0, y0, fw, fh = FACE_BOX[0] * w, FACE_BOX[1] * h, FACE_BOX[2] * w, FACE_BOX[3] * h
-        cx, cy = x0 + fw / 2, y0 + fh / 2
-        s, k = 32, 2
-        cols = pw // s
-        c, r = int(cx // s), int(cy // s)
-        idx = r * cols + c
-        outs["cls"][k][i, idx, 0] = outs["obj"][k][i, idx, 0] = 0.95
-        outs["bbox"][k][i, idx] = (cx / s - c, cy / s - r, np.log(fw / s), np.log(fh / s))
-        points = [(0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.8), (0.65, 0.8)]
-        outs["kps"][k][i, idx] = [v for px, py in points for v in ((x0 + px * fw) / s - c, (y0 + py * fh) / s - r)]
-    return [*outs["cls"], *outs["obj"], *outs["bbox"], *outs["kps"]]
 
 
 def embedder(x: np.ndarray) -> list[np.ndarray]:
@@ -236,16 +212,12 @@ def test_return_detection_needs_face_verification(make_core, clips):
     assert (status, d["error"]["code"]) == (503, "verification_unavailable") and used(core, "ff") == 0
 
 
-def test_a_session_token_cannot_keep_detections(core, clips, clock):
-    sessions = SessionService(core, core.settings, clock=clock)
-    try:
-        key = core.keys.create("app", 5).raw_key
-        made = asyncio.run(sessions.create(key, parse_params({"mode": "video"}), None))
-        status, d = post_video(core, clips["live"], {"Authorization": f"Bearer {made['auth_token']}"}, sessions=sessions)
-        assert (status, d["error"]["code"], d["error"]["details"]) == (400, "invalid_request", {"field": "return_detection"})
-        assert stored(core) == [] and used(core, "app") == 1  # the session's own unit only
-    finally:
-        sessions.close()
+def test_a_session_token_cannot_keep_detections(core, clips, sessions):
+    key = core.keys.create("app", 5).raw_key
+    made = asyncio.run(sessions.create(key, parse_params({"mode": "video"}), None))
+    status, d = post_video(core, clips["live"], {"Authorization": f"Bearer {made['auth_token']}"}, sessions=sessions)
+    assert (status, d["error"]["code"], d["error"]["details"]) == (400, "invalid_request", {"field": "return_detection"})
+    assert stored(core) == [] and used(core, "app") == 1  # the session's own unit only
 
 
 # -- /v1/verify with detection ids ----------------------------------------------------------------------

@@ -361,11 +361,7 @@ def test_a_model_that_is_not_loaded_is_503_with_retry_after_and_refunded(core):
 # -- a session token instead of an API key (README "Sessions") ----------------------------------------
 
 
-@pytest.fixture
-def sessions(core, clock):
-    s = SessionService(core, core.settings, clock=clock)
-    yield s
-    s.close()
+# ``sessions``: the SessionService fixture of tests/edge/conftest.py, on this module's ``core``.
 
 
 def new_session(sessions: SessionService, key: str, **params) -> dict:

@@ -31,13 +31,12 @@ import aiohttp
 import httpx
 import pytest
 import socketio
-import uvicorn
 from starlette.applications import Starlette
 
 from edge.challenge_socketio import challenge_socketio_app, challenge_socketio_routes
 from edge.socketio_workers import SessionRouter, own_session_ids, owner_of, private_dir
-from liveness.challenges.service import ChallengeService
 from tests.edge.helpers import b64, jpeg, used
+from tests.socketio_helpers import AsyncEvents, challenge_service, serve
 
 FRAME = jpeg()
 EVENT_WAIT_S = 60.0  # a guard against a hung test only; every wait ends on an event
@@ -46,10 +45,7 @@ EIO = "/socket.io/?EIO=4&transport=polling"
 
 @pytest.fixture
 def service(make_core, clock):
-    core = make_core(challenge_steps=2, challenge_pool=("blink", "look_center"))
-    svc = ChallengeService(core, core.settings, measure=False, clock=clock)
-    yield core, svc
-    svc.close()
+    yield from challenge_service(make_core, clock)
 
 
 @pytest.fixture
@@ -98,21 +94,6 @@ class RoundRobin:
 
 
 @asynccontextmanager
-async def tcp_served(app: Any) -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="wsproto"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-@asynccontextmanager
 async def two_workers(svc: Any, clock: Any, runtime_dir: Path) -> AsyncIterator[tuple[list[int], list[SessionRouter]]]:
     """Workers w1 and w2: (their TCP ports, their routers); each starts its Unix socket with its first
     request, as in the service."""
@@ -126,23 +107,8 @@ async def two_workers(svc: Any, clock: Any, runtime_dir: Path) -> AsyncIterator[
             router = mount.app
             stack.push_async_callback(router.stop)
             routers.append(router)
-            ports.append(await stack.enter_async_context(tcp_served(Starlette(routes=[mount]))))
+            ports.append(await stack.enter_async_context(serve(Starlette(routes=[mount]))))
         yield ports, routers
-
-
-class Events:
-    def __init__(self, client: socketio.AsyncClient) -> None:
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        for name in ("challenge", "feedback", "result", "error", "disconnect"):
-            client.on(name, self._handler(name))
-
-    def _handler(self, name: str):
-        async def handle(data: Any = None) -> None:
-            await self.queue.put((name, data))
-        return handle
-
-    async def next(self) -> tuple[str, Any]:
-        return await asyncio.wait_for(self.queue.get(), EVENT_WAIT_S)
 
 
 def run(coro: Any) -> Any:
@@ -153,7 +119,7 @@ async def challenge_flow(url: str, key: str, clock: Any, svc: Any, **options: An
     """The seed's flow to its end on the fake clock; returns the transport the client ended on."""
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))  # one connection per request
     client = socketio.AsyncClient(reconnection=False, http_session=http)
-    events = Events(client)
+    events = AsyncEvents(client, EVENT_WAIT_S)
     try:
         await client.connect(url, auth={"api_key": key}, wait_timeout=EVENT_WAIT_S, **options)
         name, challenge = await events.next()
@@ -177,47 +143,42 @@ async def challenge_flow(url: str, key: str, clock: Any, svc: Any, **options: An
         await http.close()
 
 
+async def flow_across_two_workers(svc: Any, clock: Any, runtime_dir: Path, key: str,
+                                  **options: Any) -> tuple[str, list[int], list[int]]:
+    """challenge_flow through the round-robin proxy in front of w1 and w2: (the transport the client
+    ended on, the connections the proxy handed to each worker, the requests each worker forwarded)."""
+    async with two_workers(svc, clock, runtime_dir) as (ports, routers):
+        proxy = RoundRobin(ports)
+        url = f"http://127.0.0.1:{await proxy.start()}"
+        try:
+            transport = await challenge_flow(url, key, clock, svc, **options)
+        finally:
+            await proxy.stop()
+        return transport, proxy.counts, [r.forwarded for r in routers]
+
+
 # -- the flow across two workers ---------------------------------------------------------------------------
 
 
 def test_a_polling_client_completes_the_flow_across_two_workers(service, clock, runtime_dir):
     core, svc = service
     key = core.keys.create("app", 5).raw_key
-
-    async def go() -> None:
-        async with two_workers(svc, clock, runtime_dir) as (ports, routers):
-            proxy = RoundRobin(ports)
-            url = f"http://127.0.0.1:{await proxy.start()}"
-            try:
-                transport = await challenge_flow(url, key, clock, svc)  # default transports: polling first
-            finally:
-                await proxy.stop()
-            # The handshake landed on w1 (the proxy's first connection), the upgrade probe on w2 was
-            # refused, and the client polled on, each request on the next worker in turn.
-            assert transport == "polling"
-            assert min(proxy.counts) >= 4, proxy.counts
-            assert routers[1].forwarded >= 4 and routers[0].forwarded == 0, [r.forwarded for r in routers]
-        assert used(core, "app") == 1  # one unit for the session, however many workers carried it
-
-    run(go())
+    transport, counts, forwarded = run(flow_across_two_workers(svc, clock, runtime_dir, key))  # polling first
+    # The handshake landed on w1 (the proxy's first connection), the upgrade probe on w2 was
+    # refused, and the client polled on, each request on the next worker in turn.
+    assert transport == "polling"
+    assert min(counts) >= 4, counts
+    assert forwarded[1] >= 4 and forwarded[0] == 0, forwarded
+    assert used(core, "app") == 1  # one unit for the session, however many workers carried it
 
 
 def test_a_websocket_only_client_is_served_where_it_lands(service, clock, runtime_dir):
     core, svc = service
     key = core.keys.create("app", 5).raw_key
-
-    async def go() -> None:
-        async with two_workers(svc, clock, runtime_dir) as (ports, routers):
-            proxy = RoundRobin(ports)
-            url = f"http://127.0.0.1:{await proxy.start()}"
-            try:
-                assert await challenge_flow(url, key, clock, svc, transports=["websocket"]) == "websocket"
-            finally:
-                await proxy.stop()
-            assert proxy.counts == [1, 0] and [r.forwarded for r in routers] == [0, 0]
-        assert used(core, "app") == 1
-
-    run(go())
+    transport, counts, forwarded = run(flow_across_two_workers(svc, clock, runtime_dir, key, transports=["websocket"]))
+    assert transport == "websocket"
+    assert counts == [1, 0] and forwarded == [0, 0]
+    assert used(core, "app") == 1
 
 
 # -- the relay on the wire --------------------------------------------------------------------------------
@@ -288,7 +249,7 @@ def test_an_owner_that_does_not_answer_gets_a_504_at_the_forward_deadline(runtim
         app = challenge_socketio_app(lambda: None, lambda: None, worker_id="w1")
         router = SessionRouter(app, "w1", runtime_dir, max_body_bytes=1024, forward_timeout_s=0.5)
         try:
-            async with tcp_served(router) as port:
+            async with serve(router) as port:
                 async with httpx.AsyncClient(timeout=EVENT_WAIT_S) as http:
                     r = await http.get(f"http://127.0.0.1:{port}{EIO}&sid=w2.AAAAAAAAAAAAAAAAAAAA")
             assert r.status_code == 504 and "did not answer" in r.text
@@ -343,7 +304,7 @@ def test_a_directory_others_may_enter_is_refused(runtime_dir):
 
     async def go() -> None:  # the worker serves on, its sessions its own; it never forwards into it
         router = challenge_socketio_routes(lambda: None, lambda: None, worker_id="w1", runtime_dir=runtime_dir)[0].app
-        async with tcp_served(router) as port:
+        async with serve(router) as port:
             async with httpx.AsyncClient(timeout=EVENT_WAIT_S) as http:
                 assert (await http.get(f"http://127.0.0.1:{port}{EIO}")).status_code == 200
                 r = await http.get(f"http://127.0.0.1:{port}{EIO}&sid=w2.AAAAAAAAAAAAAAAAAAAA")

@@ -18,7 +18,7 @@ from edge import apis
 from edge.video import MULTIPART_SLACK, body_limit, parse_video_request, video_response
 from liveness.errors import INVALID_REQUEST, MISSING_VIDEO, LivenessError
 from liveness.inference.repository import ModelVersion
-from liveness.sessions import SessionService, parse_params
+from liveness.sessions import parse_params
 from liveness.settings import Settings
 from liveness.video import BestFace, FrameResult, Verdict, VideoInfo, VideoIssue, VideoResult
 from tests.edge.helpers import Part, Svc, body_of, ctx, multipart, served, used
@@ -276,18 +276,14 @@ def test_a_spent_quota_is_429(core, clips):
     assert (status, d["error"]["code"]) == (429, "quota_exceeded") and used(core, "vid") == 1
 
 
-def test_a_video_session_token_gets_the_session_view_and_is_not_charged(core, clips, clock):
-    sessions = SessionService(core, core.settings, clock=clock)
-    try:
-        key = core.keys.create("app", 5).raw_key
-        made = asyncio.run(sessions.create(key, parse_params({"mode": "video"}), None))
-        status, d = post(Svc(core, sessions=sessions), clips["live"], "video/mp4",
-                         {"Authorization": f"Bearer {made['auth_token']}", "X-Request-ID": "sv"})
-        assert (status, d) == (200, {"request_id": "sv", "session": {
-            "session_id": made["session_id"], "attempt_id": 1, "status": "completed", "attempts_remaining": 2}})
-        assert used(core, "app") == 1  # the session's unit only
-        status, d = post(Svc(core, sessions=sessions), clips["live"], "video/mp4",
-                         {"Authorization": f"Bearer {made['auth_token']}"})
-        assert (status, d["error"]["code"]) == (409, "session_completed")
-    finally:
-        sessions.close()
+def test_a_video_session_token_gets_the_session_view_and_is_not_charged(core, clips, sessions):
+    key = core.keys.create("app", 5).raw_key
+    made = asyncio.run(sessions.create(key, parse_params({"mode": "video"}), None))
+    status, d = post(Svc(core, sessions=sessions), clips["live"], "video/mp4",
+                     {"Authorization": f"Bearer {made['auth_token']}", "X-Request-ID": "sv"})
+    assert (status, d) == (200, {"request_id": "sv", "session": {
+        "session_id": made["session_id"], "attempt_id": 1, "status": "completed", "attempts_remaining": 2}})
+    assert used(core, "app") == 1  # the session's unit only
+    status, d = post(Svc(core, sessions=sessions), clips["live"], "video/mp4",
+                     {"Authorization": f"Bearer {made['auth_token']}"})
+    assert (status, d["error"]["code"]) == (409, "session_completed")
