@@ -19,7 +19,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from liveness.inference import pbtxt
 
@@ -99,27 +99,23 @@ class ModelConfig:
         return value
 
     def number(self, key: str, default: float | None = None, *, positive: bool = False) -> float:
-        raw = self._raw(key, default)
-        if raw is None:
-            return float(default)  # type: ignore[arg-type]
-        try:
-            v = float(raw)
-        except ValueError:
-            raise self.error(f"parameter {key!r} is {raw!r}, not a number") from None
-        if not math.isfinite(v) or (positive and v <= 0):
-            raise self.error(f"parameter {key!r} is {raw!r}; expected a {'positive ' if positive else ''}finite number")
-        return v
+        return self._scalar(key, default, float, "a number", lambda v: math.isfinite(v) and (v > 0 or not positive),
+                            f"a {'positive ' if positive else ''}finite number")
 
     def integer(self, key: str, default: int | None = None, *, positive: bool = False) -> int:
+        return self._scalar(key, default, int, "an integer", lambda v: v > 0 or not positive, "a positive integer")
+
+    def _scalar(self, key: str, default: Any, cast: Callable[[str], Any], noun: str,
+                ok: Callable[[Any], bool], expected: str) -> Any:
         raw = self._raw(key, default)
         if raw is None:
-            return int(default)  # type: ignore[arg-type]
+            return cast(default)
         try:
-            v = int(raw)
+            v = cast(raw)
         except ValueError:
-            raise self.error(f"parameter {key!r} is {raw!r}, not an integer") from None
-        if positive and v <= 0:
-            raise self.error(f"parameter {key!r} is {raw!r}; expected a positive integer")
+            raise self.error(f"parameter {key!r} is {raw!r}, not {noun}") from None
+        if not ok(v):
+            raise self.error(f"parameter {key!r} is {raw!r}; expected {expected}")
         return v
 
     def numbers(

@@ -42,8 +42,19 @@ def utcnow() -> datetime:
 # --------------------------------------------------------------------------- value types
 
 
+class Revocable:
+    """A stored credential that can be revoked (an API key, a BWS client): once set, its
+    ``revoked_at`` is never cleared."""
+
+    revoked_at: datetime | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
 @dataclass(frozen=True)
-class KeyInfo:
+class KeyInfo(Revocable):
     """Everything about a key that is safe to show; never the raw key nor its hash."""
 
     key_id: str
@@ -53,10 +64,6 @@ class KeyInfo:
     period: Period
     created_at: datetime
     revoked_at: datetime | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
 
 
 @dataclass(frozen=True)
@@ -299,11 +306,7 @@ class KeyStore(ABC):
     def check(self, raw_key: str | None) -> KeyInfo:
         """Authenticate and refuse a spent quota, without charging: the cheap gate in front of
         the work.  ``reserve`` stays the only atomic, authoritative charge."""
-        info = self.authenticate(raw_key)
-        usage = self.usage(info.key_id)
-        if usage.remaining <= 0:
-            raise quota_exceeded_error(info, usage.bucket, as_utc(self.clock()))
-        return info
+        return self._spendable(self.authenticate(raw_key))
 
     @abstractmethod
     def reserve(self, raw_key: str | None) -> Reservation:
@@ -313,7 +316,9 @@ class KeyStore(ABC):
 
     def check_id(self, key_id: str) -> KeyInfo:
         """``check`` for a caller identified by key_id (see ``Principal``)."""
-        info = self.authenticate_id(key_id)
+        return self._spendable(self.authenticate_id(key_id))
+
+    def _spendable(self, info: KeyInfo) -> KeyInfo:
         usage = self.usage(info.key_id)
         if usage.remaining <= 0:
             raise quota_exceeded_error(info, usage.bucket, as_utc(self.clock()))

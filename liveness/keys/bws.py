@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol
 import jwt
 
 from liveness.errors import INVALID_API_KEY, MISSING_API_KEY, LivenessError
+from liveness.keys.base import Revocable
 
 AUDIENCE = "BWS"
 ALGORITHMS = ("HS256", "HS384", "HS512")  # one symmetric key; BWS's own clients sign HS512
@@ -37,17 +38,13 @@ MAX_LIFETIME_S = 24 * 3600  # a self-signed token living longer than this is ref
 
 
 @dataclass(frozen=True)
-class BwsClient:
+class BwsClient(Revocable):
     """A stored BWS client: never its key."""
 
     client_id: str
     key_id: str
     created_at: datetime
     revoked_at: datetime | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
 
 
 @dataclass(frozen=True)

@@ -102,15 +102,13 @@ class FrameResult:
             "quality": None if self.quality is None else round(self.quality, 4),
             "reason": self.reason,
         }
-        if self.bbox is not None:
-            d["bbox"] = dict(zip(("left", "top", "right", "bottom"), self.bbox))
-        if self.faces_found:
-            d["faces_found"] = self.faces_found
-        if self.quality_flags:
-            d["quality_flags"] = list(self.quality_flags)
-        if self.detector_pass is not None:
-            d["detector_pass"] = self.detector_pass
-        return d
+        optional = {  # keys a frame answers only when they say something
+            "bbox": None if self.bbox is None else dict(zip(("left", "top", "right", "bottom"), self.bbox)),
+            "faces_found": self.faces_found or None,
+            "quality_flags": list(self.quality_flags) or None,
+            "detector_pass": self.detector_pass,
+        }
+        return d | {k: v for k, v in optional.items() if v is not None}
 
 
 @dataclass(frozen=True)
