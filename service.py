@@ -81,7 +81,7 @@ class Liveness:
 
     @bentoml.api(route="/complete")
     async def challenge_complete(self, body: bytes, /, ctx: bentoml.Context) -> dict[str, Any]:
-        """JSON {"session_id"} -> verdict, result_token, ... (charges one unit, once)."""
+        """JSON {"session_id"} -> verdict, result_token, ... (the unit /start charged buys it)."""
         return await apis.challenge_complete(self, body, ctx)
 
     @bentoml.api(route="/v1/sessions")

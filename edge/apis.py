@@ -33,7 +33,8 @@ from edge.methods import AllowedMethods, http_routes
 from edge.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware, replayed_body
 from edge.spread import SpreadConnections
 from liveness.admission import settle_after_send
-from liveness.errors import IMAGE_TOO_LARGE, INVALID_REQUEST, METHOD_NOT_ALLOWED, VIDEO_TOO_LARGE, LivenessError
+from liveness.errors import IMAGE_TOO_LARGE, METHOD_NOT_ALLOWED, VIDEO_TOO_LARGE, LivenessError
+from liveness.challenges.service import refuse_choice_by_session_token
 from liveness.sessions import SessionService, flows, require_sessions
 from liveness.settings import Settings
 from liveness.video import check_video
@@ -177,44 +178,42 @@ async def video_liveness(svc: Any, body: bytes, ctx: Ctx) -> Response:
 # -- active challenges (liveness.challenges; README "Active challenges") -------------------------
 
 
-async def challenge_start(svc: Any, body: bytes, ctx: Ctx) -> Response:
+async def _challenge_route(svc: Any, body: bytes, ctx: Ctx, name: str, handle: Any) -> Response:
+    """A challenge route: its JSON body and caller parsed once, ``handle(key, doc)`` answers."""
     body = _body(body, ctx)
 
     async def call() -> dict[str, Any]:
         key, doc = challenge_api.parse(body, ctx.request.headers)
-        key = _caller(svc, ctx, key)
-        challenges = challenge_api.challenges_field(doc)
+        return await handle(_caller(svc, ctx, key), doc)
+
+    return await _guard(ctx, name, call, success=False)  # Liveness_service's flag, beside our envelope
+
+
+async def challenge_start(svc: Any, body: bytes, ctx: Ctx) -> Response:
+    async def handle(key: str | None, doc: dict[str, Any]) -> dict[str, Any]:
+        challenges = doc.get("challenges")  # checked by the service (chosen_challenges)
         if is_session_token(key):
-            if challenges is not None:
-                raise LivenessError(INVALID_REQUEST, "A session token cannot choose challenges.")
+            refuse_choice_by_session_token(challenges is not None)
             return await flows.challenge_start(_sessions(svc), key)
         if challenges is not None:
             authorise_admin(ctx.request.headers, svc.core.settings.admin_key_sha256)
         return await svc.challenges.start(key, challenges, admin=challenges is not None)
 
-    return await _guard(ctx, "challenge_start", call, success=False)  # Liveness_service's flag, beside our envelope
+    return await _challenge_route(svc, body, ctx, "challenge_start", handle)
 
 
 async def challenge_process(svc: Any, body: bytes, ctx: Ctx) -> Response:
-    body = _body(body, ctx)
-
-    async def call() -> dict[str, Any]:
-        key, doc = challenge_api.parse(body, ctx.request.headers)
-        key = _caller(svc, ctx, key)
+    async def handle(key: str | None, doc: dict[str, Any]) -> dict[str, Any]:
         frame = challenge_api.frame_bytes(doc, svc.core.pipeline.limits)
         if is_session_token(key):
             return await flows.challenge_process(_sessions(svc), key, doc.get("session_id"), frame)
         return await svc.challenges.process(key, doc.get("session_id"), frame)
 
-    return await _guard(ctx, "challenge_process", call, success=False)  # Liveness_service's flag, beside our envelope
+    return await _challenge_route(svc, body, ctx, "challenge_process", handle)
 
 
 async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
-    body = _body(body, ctx)
-
-    async def call() -> dict[str, Any]:
-        key, doc = challenge_api.parse(body, ctx.request.headers)
-        key = _caller(svc, ctx, key)
+    async def handle(key: str | None, doc: dict[str, Any]) -> dict[str, Any]:
         if is_session_token(key):
             done = flows.challenge_answer(await flows.challenge_complete(_sessions(svc), key, doc.get("session_id")))
         else:
@@ -223,7 +222,7 @@ async def challenge_complete(svc: Any, body: bytes, ctx: Ctx) -> Response:
             metrics.decision("challenge_complete", done["verdict"])
         return done
 
-    return await _guard(ctx, "challenge_complete", call, success=False)  # Liveness_service's flag, beside our envelope
+    return await _challenge_route(svc, body, ctx, "challenge_complete", handle)
 
 
 # -- app-server sessions and face verification (liveness.sessions; README "Sessions") -----------

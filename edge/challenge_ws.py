@@ -59,6 +59,7 @@ from liveness.errors import (
     NOT_READY,
     LivenessError,
 )
+from liveness.challenges.service import chosen_challenges, refuse_choice_by_session_token
 from liveness.sessions import flows, require_sessions
 
 log = logging.getLogger("liveness.challenge_ws")
@@ -66,7 +67,6 @@ log = logging.getLogger("liveness.challenge_ws")
 PATH = "/v1/challenge/ws"
 FRAME_TOO_FAST = "frame_too_fast"  # feedback reason of a dropped frame (also ChallengeService's error code)
 MAX_START_BYTES = 4 * 1024          # the start message (and any other text message)
-MAX_CHALLENGES = 16
 MIN_FRAME_INTERVAL_S = 1 / 15       # the page sends 8-10 fps; allow jitter, refuse floods
 IDLE_TIMEOUT_S = 30.0               # no message for this long ends the socket
 START_TIMEOUT_S = 10.0              # the start message must come this soon after connecting
@@ -133,16 +133,13 @@ def parse_start(text: str) -> dict[str, Any]:
         if value and not isinstance(value, str):
             raise LivenessError(INVALID_REQUEST, f"'{name}' must be a string.")
     challenges = doc.get("challenges")
-    if challenges is not None and (
-        not isinstance(challenges, list) or not challenges or len(challenges) > MAX_CHALLENGES
-        or not all(isinstance(c, str) and c for c in challenges)
-    ):
-        raise LivenessError(INVALID_REQUEST, f"'challenges' must be a list of 1 to {MAX_CHALLENGES} names.")
+    if challenges is not None:
+        chosen_challenges(challenges)  # refused before anything is looked up (the service checks it too)
     admin_key = doc.get("admin_key")
     if admin_key is not None and not isinstance(admin_key, str):
         raise LivenessError(INVALID_REQUEST, "'admin_key' must be a string.")
-    if auth_token and (challenges is not None or admin_key is not None):
-        raise LivenessError(INVALID_REQUEST, "A session token cannot choose challenges.")
+    if auth_token:
+        refuse_choice_by_session_token(challenges is not None or admin_key is not None)
     return {"api_key": api_key or None, "auth_token": auth_token or None, "challenges": challenges,
             "admin_key": admin_key}
 

@@ -13,7 +13,6 @@ from typing import Any, Callable, Mapping
 from edge.credentials import api_key_from
 from edge.json_body import parse_object
 from edge.native import base64_field
-from liveness.errors import INVALID_REQUEST, LivenessError
 from liveness.imaging import ImageLimits
 
 FRAME_FIELDS = ("image", "frame", "image_base64")
@@ -41,15 +40,6 @@ def parse(body: bytes, headers: Mapping[str, str]) -> tuple[str | None, dict[str
 def frame_bytes(doc: dict[str, Any], limits: ImageLimits) -> Callable[[], bytes]:
     """A callable giving the frame's bytes: it runs after the key and session are checked."""
     return base64_field(doc, FRAME_FIELDS, limits, "The JSON body needs an 'image' field with a base64 frame.")
-
-
-def challenges_field(doc: dict[str, Any]) -> list[str] | None:
-    value = doc.get("challenges")
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        raise LivenessError(INVALID_REQUEST, "'challenges' must be a list of challenge names.")
-    return value
 
 
 async def health(core: Any, challenges: Any) -> tuple[dict[str, Any], int]:

@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from liveness import errors as E
+from liveness.challenges.service import MAX_CHOSEN
 from liveness.challenges.steps import CHALLENGES
 from liveness.errors import ErrorKind
 from liveness.sessions.model import DEVICE_ID_MAX, MAX_ATTEMPTS_LIMIT, MODES, TTL_DEFAULT_S, TTL_MAX_S, TTL_MIN_S
@@ -549,7 +550,7 @@ def challenge_routes() -> dict[str, Any]:
         },
         tags=["Active challenges"], security=[*API_KEY, {"ApiKey": [], "AdminKey": []}],
         body=body({JSON: {"schema": obj(
-            {"challenges": desc(arr(CHALLENGE_NAME, minItems=1, maxItems=8),
+            {"challenges": desc(arr(CHALLENGE_NAME, minItems=1, maxItems=MAX_CHOSEN),
                                 "Explicit steps instead of a random draw; needs X-Admin-Key."), "hash_id": HASH_ID})}},
             required=False, text="Optional; an empty body draws `challenge_steps` random challenges."),
         description="One quota unit per session.  A `challenge` session's token starts that session's attempt.  "

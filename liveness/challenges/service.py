@@ -75,6 +75,7 @@ FrameHook = Callable[[np.ndarray, Face], Awaitable[None]]
 # network and server-queue jitter shift single arrivals by tens of ms).  Two frames at once, or a
 # steady stream above the cap, are still refused.
 FRAME_BURST = 1.5
+MAX_CHOSEN = 8  # challenges an admin may choose for one session
 CAS_RETRIES = 8
 
 
@@ -94,6 +95,22 @@ def iso_time(t: float) -> str:
 def _not_found() -> LivenessError:
     return LivenessError(SESSION_NOT_FOUND, "No such challenge session for this API key.")
 
+
+
+def chosen_challenges(value: Any) -> list[str]:
+    """The one check of a caller's choice of challenges (HTTP, WebSocket and Socket.IO starts all
+    reach it through ``ChallengeService.start``)."""
+    if (not isinstance(value, list) or not 1 <= len(value) <= MAX_CHOSEN
+            or not all(isinstance(c, str) and c in S.CHALLENGES for c in value)):
+        raise LivenessError(INVALID_REQUEST, f"'challenges' must be a list of 1-{MAX_CHOSEN} of: {', '.join(S.CHALLENGES)}.")
+    return list(value)
+
+
+def refuse_choice_by_session_token(chosen: bool) -> None:
+    """An app-server session's challenges are drawn by the server: its token chooses none (nor
+    sends admin options)."""
+    if chosen:
+        raise LivenessError(INVALID_REQUEST, "A session token cannot choose challenges.")
 
 class ChallengeService:
     def __init__(
@@ -200,16 +217,7 @@ class ChallengeService:
         if challenges is not None:
             if not admin:
                 raise LivenessError(INVALID_REQUEST, "'challenges' may only be chosen with a valid X-Admin-Key.")
-            if (
-                not isinstance(challenges, list)
-                or not challenges
-                or len(challenges) > 8
-                or any(c not in S.CHALLENGES for c in challenges)
-            ):
-                raise LivenessError(
-                    INVALID_REQUEST, f"'challenges' must be a list of 1-8 of: {', '.join(S.CHALLENGES)}."
-                )
-            steps = list(challenges)
+            steps = chosen_challenges(challenges)
         else:
             steps = self._draw()
         ttl = self.settings.challenge_session_ttl_s

@@ -15,13 +15,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from edge import apis, challenges as challenge_api
-from liveness.challenges.service import ChallengeService
+from liveness.challenges.service import ChallengeService, chosen_challenges
 from liveness.errors import INVALID_REQUEST, MISSING_IMAGE, LivenessError
 from liveness.imaging import ImageLimits
 from tests.edge.helpers import Svc, b64, body_of, ctx, jpeg, served, used
 
 ADMIN = "admin-key-for-tests"
 ADMIN_SHA = hashlib.sha256(ADMIN.encode()).hexdigest()
+CHOICE_REFUSED = ("'challenges' must be a list of 1-8 of: blink, turn_left, turn_right, look_center, smile, open_mouth, "
+                  "raise_brows, wink.")
 FRAME = jpeg()
 
 
@@ -65,17 +67,16 @@ def test_a_missing_frame():
     assert (e.value.kind, e.value.message) == (MISSING_IMAGE, "The JSON body needs an 'image' field with a base64 frame.")
 
 
-@pytest.mark.parametrize(("doc", "out"), [({}, None), ({"challenges": None}, None), ({"challenges": ["blink"]}, ["blink"]),
-                                          ({"challenges": []}, [])])
-def test_challenges_field(doc, out):
-    assert challenge_api.challenges_field(doc) == out
-
-
-@pytest.mark.parametrize("value", ["blink", [1], ["blink", None], {"blink": 1}])
-def test_challenges_field_must_be_a_list_of_names(value):
+@pytest.mark.parametrize("value", ["blink", [], [1], ["blink", None], {"blink": 1}, ["levitate"], ["blink"] * 9, [["blink"]]])
+def test_a_choice_of_challenges_is_checked_once_by_the_service(value):
     with pytest.raises(LivenessError) as e:
-        challenge_api.challenges_field({"challenges": value})
-    assert (e.value.kind, e.value.message) == (INVALID_REQUEST, "'challenges' must be a list of challenge names.")
+        chosen_challenges(value)
+    assert (e.value.kind, e.value.message) == (INVALID_REQUEST, CHOICE_REFUSED)
+
+
+def test_a_valid_choice_is_kept_in_order():
+    assert chosen_challenges(["smile", "blink", "smile"]) == ["smile", "blink", "smile"]
+    assert chosen_challenges(["blink"] * 8) == ["blink"] * 8
 
 
 # -- the endpoints on the real service ------------------------------------------------------------------
@@ -139,7 +140,7 @@ def test_choosing_challenges_needs_the_admin_key(svc, make_core, clock):
     status, body = start(svc, {"challenges": ["levitate"]}, {"X-API-Key": key, "X-Admin-Key": ADMIN})
     assert (status, body["error"]["code"]) == (400, "invalid_request")
     status, body = start(svc, {"challenges": "blink"}, {"X-API-Key": key, "X-Admin-Key": ADMIN})
-    assert (status, body["error"]["message"]) == (400, "'challenges' must be a list of challenge names.")
+    assert (status, body["error"]["message"]) == (400, CHOICE_REFUSED)
 
     off = make_core(db_path=svc.core.settings.db_path.with_name("off.sqlite3"))  # no admin key configured
     service = ChallengeService(off, off.settings, measure=False, clock=clock)
