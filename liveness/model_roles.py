@@ -6,6 +6,9 @@ model repository whose config.pbtxt ``role`` is the one its setting needs, with 
 setting                  needs
 =======================  ===================================================================
 ``detector``             role ``detector``, architecture ``retinaface`` or ``yunet``
+``detector_fallback_model``  role ``detector`` with keypoints (``yunet``) (when the fallback's YuNet
+                         passes run: ``detector_fallback``, ``detector_fallback_sides`` and a
+                         ``detector`` that is no YuNet itself)
 ``antispoof_models``     role ``antispoof`` (its parameters, liveness.antispoof.spec, are checked
                          when the pipeline builds it: AntiSpoofConfigError)
 ``landmark_models``      role ``landmarks``: one ``facemesh`` and one ``iris`` (when
@@ -23,8 +26,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from liveness.detection.modules import detector_from_config
-from liveness.inference.repository import ModelConfig, ModelConfigError, ModelRoleError
+from liveness.detection.modules import DETECTORS, detector_from_config
+from liveness.inference.repository import ModelConfig, ModelConfigError, ModelRoleError, resolve_architecture
 from liveness.landmarks.measure import LandmarkModels
 from liveness.recognition.verify import verification_models
 from liveness.settings import Settings
@@ -44,6 +47,13 @@ def _configs(config_of: ConfigOf, setting: str, names: tuple[str, ...], problems
     return out if len(out) == len(names) else None
 
 
+def _is_yunet(cfg: ModelConfig) -> bool:
+    try:
+        return resolve_architecture(cfg, "detector", DETECTORS) == "yunet"
+    except ModelConfigError:
+        return False  # reported by the detector's own check
+
+
 def check_model_roles(settings: Settings, config_of: ConfigOf) -> None:
     """Raise ``ModelRoleError`` unless every configured model has the role its setting needs."""
     problems: list[str] = []
@@ -57,6 +67,11 @@ def check_model_roles(settings: Settings, config_of: ConfigOf) -> None:
     det = _configs(config_of, "detector", (settings.detector,), problems)
     if det:
         check(lambda: detector_from_config(det[0], settings.detector_confidence, setting="detector"))
+    if settings.detector_fallback and settings.detector_fallback_sides and det and not _is_yunet(det[0]):
+        fb = _configs(config_of, "detector_fallback_model", (settings.detector_fallback_model,), problems)
+        if fb:
+            check(lambda: detector_from_config(fb[0], settings.detector_confidence,
+                                               setting="detector_fallback_model", keypoints=True))
     # Roles only: an anti-spoof model's parameters are checked when it is built
     # (AntiSpoofSpec.from_config raises AntiSpoofConfigError naming the parameter).
     for cfg in _configs(config_of, "antispoof_models", settings.antispoof_models, problems) or ():

@@ -33,7 +33,6 @@ __all__ = ["LivenessResult", "PassivePipeline", "PreparedFace", "choose_face", "
 T = TypeVar("T")
 ConfigOf = Callable[[str], ModelConfig]  # model (folder) name -> its config (InferenceBackend.config)
 # The model the YuNet fallback passes run when the detector is not a YuNet (acquire.py).
-FALLBACK_YUNET_MODEL = "yunet"
 
 # Quality flags (README "Quality flags"): reasons a verdict is less trustworthy, never a verdict.
 FACE_TOO_SMALL = "face_too_small"
@@ -101,13 +100,13 @@ def make_acquirer(
     settings: Settings, detector: DetectorModule | None = None, config_of: ConfigOf | None = None
 ) -> FaceAcquirer:
     """The reference detector and its fallback passes, as the settings say.  The YuNet passes run
-    the detector itself when it is a YuNet, else the ``yunet`` model of the repository."""
+    the detector itself when it is a YuNet, else the ``detector_fallback_model`` of the repository."""
     config_of = _config_of(settings, config_of)
     detector = detector or make_detector(settings, config_of)
     yunet = None
     if not isinstance(detector, YuNet) and settings.detector_fallback and settings.detector_fallback_sides:
-        yunet = detector_from_config(config_of(FALLBACK_YUNET_MODEL), settings.detector_confidence,
-                                     setting="the detector fallback (detector_fallback_sides)", keypoints=True)
+        yunet = detector_from_config(config_of(settings.detector_fallback_model), settings.detector_confidence,
+                                     setting="detector_fallback_model", keypoints=True)
     return FaceAcquirer(
         detector,
         confidence=settings.detector_confidence,

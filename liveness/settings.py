@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     detector_fallback: bool = True
     detector_fallback_areas: tuple[int, ...] = (128,)
     detector_fallback_sides: tuple[int, ...] = (640, 960)
+    detector_fallback_model: str = "yunet"  # the YuNet passes' model (role detector, with keypoints)
     # Anti-spoof models (folders of model_repository, each described by its config.pbtxt
     # parameters: liveness/antispoof/spec.py) and how their p(live) are fused (liveness/decision.py).
     antispoof_models: tuple[str, ...] = ("minifasnet_v2", "minifasnet_v1se")
@@ -198,7 +199,8 @@ class Settings(BaseSettings):
     def _check_model_names(self) -> "Settings":
         # Names only (folders of model_repository); their roles are checked against the repository
         # at start-up (liveness.model_roles.check_model_roles).
-        fields = {"detector": (self.detector,), "antispoof_models": self.antispoof_models,
+        fields = {"detector": (self.detector,), "detector_fallback_model": (self.detector_fallback_model,),
+                  "antispoof_models": self.antispoof_models,
                   "landmark_models": self.landmark_models, "verification_models": self.verification_models}
         for field_name, names in fields.items():
             bad = [n for n in names if not n or n != n.strip() or "/" in n or "\\" in n or n.startswith(".")]

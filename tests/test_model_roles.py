@@ -145,6 +145,9 @@ def test_an_older_repository_without_the_new_parameters_still_works(model_reposi
          "detector names model 'minifasnet_v2', a model with role 'antispoof'.*needs a model with role 'detector'"),
         (dict(detector="mobilefacenet"), "detector names model 'mobilefacenet', a model with role 'embedder'"),
         (dict(detector="no_such_model"), "detector names model 'no_such_model', which is not in the model repository"),
+        (dict(detector_fallback_model="retinaface"),
+         "detector_fallback_model names detector 'retinaface' .*gives no facial keypoints"),
+        (dict(detector_fallback_model="iris"), "detector_fallback_model names model 'iris', a model with role 'landmarks'"),
         (dict(landmark_models=("facemesh", "yunet")), "landmark_models names model 'yunet', a model with role 'detector'"),
         (dict(landmark_models=("facemesh",)), "landmark_models .* exactly one model of architecture 'iris'"),
         (dict(verification_models=("retinaface", "mobilefacenet")),
@@ -179,14 +182,26 @@ def test_model_names_are_folder_names(name):
         Settings(detector=name)
     with pytest.raises(ValueError, match="not model names"):
         Settings(verification_models=("yunet", name))
+    with pytest.raises(ValueError, match="not model names"):
+        Settings(detector_fallback_model=name)
 
 
-def test_the_detector_setting_keeps_its_values(model_repository):
+def test_the_detector_setting_keeps_its_values(model_repository, tmp_path):
     for name, cls in (("retinaface", RetinaFace), ("yunet", YuNet)):
         s = Settings(model_repository=model_repository, detector=name)
         assert s.detector == name and isinstance(make_detector(s), cls)
     acq = make_acquirer(Settings(model_repository=model_repository, detector="yunet"))
     assert acq.models == ["yunet"]  # a YuNet detector is its own fallback
+    # a YuNet detector needs no fallback model, so a wrong one is not even looked at
+    acq = make_acquirer(Settings(model_repository=model_repository, detector="yunet", detector_fallback_model="nope"))
+    assert acq.models == ["yunet"]
+    check_model_roles(Settings(model_repository=model_repository, detector="yunet", detector_fallback_model="nope"),
+                      LocalRepository(model_repository).config)
+    # the fallback passes run the model the setting names: a renamed copy of YuNet, under its own name
+    repo = copy_repository(model_repository, tmp_path / "repo", {"retinaface": "retinaface", "yunet_x": "yunet"})
+    acq = make_acquirer(Settings(model_repository=repo, detector_fallback_model="yunet_x"))
+    assert acq.models == ["retinaface", "yunet_x"]
+    assert make_acquirer(Settings(model_repository=model_repository)).models == ["retinaface", "yunet"]
 
 
 # -- a renamed copy works under its new name ---------------------------------------------------
