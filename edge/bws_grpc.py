@@ -169,12 +169,16 @@ def faulted_response(err: LivenessError, response_type: Any) -> Any:
 # -- the requests (shared with REST) ----------------------------------------------------------------
 
 
+def check_image_count(n: int) -> None:
+    if n == 0:
+        raise LivenessError(MISSING_IMAGE, "live_images is empty: send 1 or 2 images.", {"field": "live_images"})
+    if n > MAX_LIVE_IMAGES:
+        raise LivenessError(INVALID_REQUEST, f"{n} live_images: send 1 or 2 images.", {"field": "live_images"})
+
+
 def live_images(request: Any) -> list[bytes]:
     images = [item.image for item in request.live_images]
-    if not images:
-        raise LivenessError(MISSING_IMAGE, "live_images is empty: send 1 or 2 images.", {"field": "live_images"})
-    if len(images) > MAX_LIVE_IMAGES:
-        raise LivenessError(INVALID_REQUEST, f"{len(images)} live_images: send 1 or 2 images.", {"field": "live_images"})
+    check_image_count(len(images))
     return images
 
 

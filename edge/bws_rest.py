@@ -97,8 +97,10 @@ def _live_images(doc: dict[str, Any], limits: Any) -> list[Any]:
         return []
     if not isinstance(items, list):
         raise LivenessError(INVALID_REQUEST, "'liveImages' must be an array.", {"field": "liveImages"})
+    if len(items) > bws_grpc.MAX_LIVE_IMAGES:
+        bws_grpc.check_image_count(len(items))  # before any image is decoded
     out = []
-    for i, item in enumerate(items[: bws_grpc.MAX_LIVE_IMAGES + 1]):
+    for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise LivenessError(INVALID_REQUEST, f"'liveImages[{i}]' must be an object.", {"field": f"liveImages[{i}]"})
         tags = item.get("tags") or []
@@ -127,8 +129,14 @@ def video_request(doc: dict[str, Any], max_bytes: int) -> Any:
         raise LivenessError(INVALID_REQUEST, "'video' must be a base64 string.", {"field": "video"})
     if len(value) > max_bytes * 4 // 3 + 4:
         raise LivenessError(VIDEO_TOO_LARGE, f"The video exceeds {max_bytes} bytes.", {"field": "video"})
+    text = value
+    if value[:5].lower() == "data:":
+        _, comma, text = value.partition(",")
+        if not comma:
+            raise LivenessError(INVALID_BASE64, "'video' is a data URI without data (data:<type>;base64,<data>).",
+                                {"field": "video"})
+    text = "".join(text.split())  # line-wrapped base64 (MIME, PEM-style), as images accept
     try:
-        text = value.split(",", 1)[1] if value.startswith("data:") else value
         data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None,
                                 validate=True)
     except (binascii.Error, ValueError):
@@ -149,7 +157,7 @@ def bws_routes(get_core: Callable[[], Any]) -> list[Route]:
                  metric: str, too_large: Any = IMAGE_TOO_LARGE) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             t0 = time.perf_counter()
-            jobid = render.request_id(None)
+            jobid = render.job_id()  # the same form as the gRPC calls'
             headers = {"jobid": jobid, "bws-version": BWS_VERSION}
             ref = request.headers.get("reference-number")
             if ref and ref.isprintable() and len(ref) <= 256:

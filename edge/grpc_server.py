@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import grpc
@@ -170,7 +169,7 @@ class CallFrame:
 
     def initial_metadata(self, metadata: dict[str, str]) -> list[tuple[str, str]]:
         """The response's initial metadata; the first entry is the call's jobid."""
-        initial = [("jobid", str(uuid.uuid4()))]
+        initial = [("jobid", render.job_id())]
         if metadata.get("reference-number"):
             initial.append(("reference-number", metadata["reference-number"]))
         return initial

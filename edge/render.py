@@ -49,6 +49,11 @@ def request_id(sent: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def job_id() -> str:
+    """A BWS/gRPC call's ``jobid``: a GUID in its usual dashed form, as BWS sends it."""
+    return str(uuid.uuid4())
+
+
 def log_unexpected(where: str, exc: BaseException, request_id: str | None = None, logger: logging.Logger = log) -> None:
     """Log our failure ``exc`` in ``where`` (an endpoint, an RPC): type and traceback, and the
     text only of server-side errors (``_SERVER_SIDE``), so no request data reaches the log."""
