@@ -234,10 +234,7 @@ async def create_session(svc: Any, body: bytes, ctx: Ctx) -> Response:
     async def call() -> dict[str, Any]:
         key, parsed = session_api.parse_create(body, _content_type(ctx), ctx.request.headers, svc.core.pipeline.limits)
         key = _caller(svc, ctx, key)
-        service = _sessions(svc)
-        await svc.core.admit(key)  # a refused key costs no parsing or face work
-        params, reference = parsed()
-        return await service.create(key, params, reference)
+        return await _sessions(svc).create(key, parsed)  # parsed once the key is admitted
 
     return await _guard(ctx, None, call)
 

@@ -31,7 +31,7 @@ from liveness.errors import (
 )
 from liveness.imaging import decode_image
 from liveness.inference.base import InferenceBackend
-from liveness.keys import Credential, KeyInfo, KeyStore
+from liveness.keys import Credential, KeyStore
 from liveness.pipeline import LivenessResult, PassivePipeline, PreparedFace
 from liveness.rollout.router import Route
 from liveness.settings import Settings
@@ -127,10 +127,6 @@ class Operations:
                 for m in self.settings.verification_models if m in versions]
 
     # -- use cases -----------------------------------------------------------------------------
-
-    async def admit(self, credential: Credential) -> KeyInfo | None:
-        """Refuse unknown keys and spent quotas before any work, without charging anything."""
-        return await self.admission.check(credential)
 
     async def check_image(self, credential: Credential, image: Image) -> LivenessResult:
         """Key and quota are checked first, so nothing is decoded for a client we would refuse.

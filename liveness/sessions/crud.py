@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("liveness.sessions")
 
+# A create request parsed only once its key is admitted: () -> (params, reference image or None).
+ParseCreate = Callable[[], "tuple[SessionParams, bytes | None]"]
+
 
 def _not_found() -> LivenessError:
     return LivenessError(SESSION_NOT_FOUND, "No such session for this API key.")
@@ -78,8 +81,13 @@ class SessionCrud:
 
     # -- the app server's calls ----------------------------------------------------------------
 
-    async def create(self, credential: Credential, params: SessionParams, reference: bytes | None) -> dict[str, Any]:
+    async def create(self, credential: Credential, params: SessionParams | ParseCreate,
+                     reference: bytes | None = None) -> dict[str, Any]:
+        """``params`` may be a callable parsing the request into (params, reference): it runs once
+        the key is admitted (once), so a refused key costs no parsing."""
         async with self.admission.admit(credential) as ctx:
+            if callable(params):
+                params, reference = params()
             key_id = ctx.key_id
             await self.maybe_purge()
             now = self.clock()

@@ -22,7 +22,7 @@ from liveness.detection.base import Face
 from liveness.errors import INVALID_REQUEST, LivenessError
 from liveness.keys import Credential
 from liveness.sessions.attempts import AttemptResult, Attempts, Grant, digest
-from liveness.sessions.crud import SessionCrud
+from liveness.sessions.crud import ParseCreate, SessionCrud
 from liveness.sessions.faces import SessionFaces
 from liveness.sessions.model import SessionParams, SessionRecord
 from liveness.sessions.store import PurgeCounts, SessionStore, open_session_store
@@ -71,7 +71,8 @@ class SessionService:
 
     # -- the app server (crud) -----------------------------------------------------------------
 
-    async def create(self, credential: Credential, params: SessionParams, reference: bytes | None) -> dict[str, Any]:
+    async def create(self, credential: Credential, params: SessionParams | ParseCreate,
+                     reference: bytes | None = None) -> dict[str, Any]:
         return await self.crud.create(credential, params, reference)
 
     async def get(self, credential: Credential, session_id: Any) -> dict[str, Any]:
