@@ -152,6 +152,12 @@ class TokenVerifier(Protocol):
     def verify(self, token: str | None) -> str: ...  # -> key_id; raises MISSING_/INVALID_API_KEY
 
 
+def _reads_a_store(tokens: TokenVerifier) -> bool:
+    """A verifier that looks its secret up in a store (BWS clients) runs off the event loop; one
+    that only checks a signature (bearer tokens) runs on it."""
+    return bool(getattr(tokens, "reads_store", False))
+
+
 class CallFrame:
     """What every servicer on this server shares per call (ours and BWS 3's, edge/bws_grpc.py):
     metadata in and out, the bearer JWT -> ``Principal``, the deadline, ``LivenessError`` -> status
@@ -162,10 +168,13 @@ class CallFrame:
         self.tokens = tokens  # None: authentication disabled (LIVENESS_AUTH_ENABLED=false)
         self.observe = observe or (lambda endpoint, outcome: None)
 
-    def _credential(self, metadata: dict[str, str]) -> Principal | None:
+    async def _credential(self, metadata: dict[str, str]) -> Principal | None:
         if self.tokens is None:
             return None
-        return Principal(self.tokens.verify(bearer_token(metadata.get("authorization"))))
+        token = bearer_token(metadata.get("authorization"))
+        if _reads_a_store(self.tokens):
+            return Principal(await asyncio.to_thread(self.tokens.verify, token))
+        return Principal(self.tokens.verify(token))
 
     def initial_metadata(self, metadata: dict[str, str]) -> list[tuple[str, str]]:
         """The response's initial metadata; the first entry is the call's jobid."""
@@ -200,7 +209,7 @@ class CallFrame:
         try:
             if not self.core.ready:
                 raise LivenessError(NOT_READY, "The service is loading; retry shortly.")
-            credential = self._credential(metadata)
+            credential = await self._credential(metadata)
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the check started")

@@ -93,6 +93,8 @@ class BwsTokenVerifier:
     """``verify(token) -> key_id`` for self-signed BWS client JWTs, on an injected clock (the
     same interface as ``liveness.tokens.BearerTokens``, so the gRPC frame takes either)."""
 
+    reads_store = True  # each verify looks the client's key up: callers on an event loop use a thread
+
     def __init__(self, store: BwsClientSource, clock: Callable[[], float] = time.time,
                  leeway_s: float = LEEWAY_S) -> None:
         self.store = store

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import json
 import math
+import threading
 import uuid
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
@@ -324,6 +325,21 @@ def test_the_verifier_is_the_key_stores_and_none_without_authentication(make_cor
 
 
 # -- gRPC: LivenessDetection --------------------------------------------------------------------------------
+
+
+def test_grpc_the_client_key_lookup_runs_off_the_event_loop(rpc, client, monkeypatch):
+    """A BWS JWT names a client whose key is read from the key store: a blocking read, so it
+    runs in a thread, not on the event loop every call of the worker shares."""
+    verifier, threads = rpc.servicer.tokens, []
+    verify = verifier.verify
+
+    def spy(token, *args, **kwargs):
+        threads.append(threading.get_ident())
+        return verify(token, *args, **kwargs)
+
+    monkeypatch.setattr(verifier, "verify", spy)
+    r, _ = rpc.call("LivenessDetection", images(LIVE), client.metadata())
+    assert r.live and len(threads) == 1 and threads[0] != threading.get_ident()  # asyncio.run's loop: this thread
 
 
 def test_grpc_live_image_fields_metadata_and_one_unit(rpc, client, clock):
