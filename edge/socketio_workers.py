@@ -104,6 +104,19 @@ def private_dir(path: Path) -> None:
                            f"(a symlink, another owner, or group/other permissions); remove it")
 
 
+def sweep_dead_services(base: Path, own: Path) -> None:
+    """Remove the ``sio-<pid>`` directories in ``base`` of services whose process is gone (a
+    SIGKILLed ``bentoml serve`` never removes its own), with the worker sockets left in them."""
+    for entry in base.glob("sio-*"):
+        pid = entry.name[len("sio-"):]
+        if entry == own or not pid.isdigit() or _pid_alive(int(pid)) or not entry.is_dir() or entry.is_symlink():
+            continue
+        for sock in entry.glob("sio-*.sock"):
+            sock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            entry.rmdir()  # anything else in it: left alone
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -272,6 +285,7 @@ class SessionRouter:
             return
         if self.default_dir:
             private_dir(self.runtime_dir.parent)
+            sweep_dead_services(self.runtime_dir.parent, self.runtime_dir)
         private_dir(self.runtime_dir)
         path = self.socket_path(self.worker_id)
         if len(os.fsencode(path)) > MAX_UNIX_PATH:

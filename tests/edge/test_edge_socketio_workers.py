@@ -34,7 +34,7 @@ import socketio
 from starlette.applications import Starlette
 
 from edge.challenge_socketio import challenge_socketio_app, challenge_socketio_routes
-from edge.socketio_workers import SessionRouter, own_session_ids, owner_of, private_dir
+from edge.socketio_workers import SessionRouter, own_session_ids, owner_of, private_dir, sweep_dead_services
 from tests.edge.helpers import b64, jpeg, used
 from tests.socketio_helpers import AsyncEvents, challenge_service, serve
 
@@ -294,6 +294,21 @@ def test_the_socket_file_is_private_replaces_a_stale_one_and_goes_on_stop(runtim
         assert not path.exists()
 
     run(go())
+
+
+def test_a_killed_services_directory_is_removed_by_the_next_one(runtime_dir):
+    """A SIGKILLed server leaves its sio-<pid> directory and sockets: the next service's first
+    worker removes them; a live service's directory (and anything not ours to remove) stays."""
+    dead, live, own = runtime_dir / "sio-999999999", runtime_dir / f"sio-{os.getpid()}", runtime_dir / "sio-1"
+    for d in (dead, live, own):
+        d.mkdir(mode=0o700)
+        (d / "sio-7.sock").write_bytes(b"")
+    odd = runtime_dir / "sio-999999998"  # a dead service's directory holding something else: kept
+    odd.mkdir(mode=0o700)
+    (odd / "notes.txt").write_text("not a socket")
+    sweep_dead_services(runtime_dir, own)
+    assert not dead.exists()
+    assert (live / "sio-7.sock").exists() and (own / "sio-7.sock").exists() and (odd / "notes.txt").exists()
 
 
 def test_a_directory_others_may_enter_is_refused(runtime_dir):
