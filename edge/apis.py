@@ -33,8 +33,8 @@ from edge.methods import AllowedMethods, http_routes
 from edge.raw_body import ORIGINAL_CONTENT_TYPE, RawBodyMiddleware, replayed_body
 from edge.spread import SpreadConnections
 from liveness.admission import settle_after_send
-from liveness.errors import IMAGE_TOO_LARGE, METHOD_NOT_ALLOWED, VIDEO_TOO_LARGE, LivenessError
 from liveness.challenges.service import refuse_choice_by_session_token
+from liveness.errors import IMAGE_TOO_LARGE, METHOD_NOT_ALLOWED, VIDEO_TOO_LARGE, LivenessError
 from liveness.sessions import SessionService, flows, require_sessions
 from liveness.settings import Settings
 from liveness.video import check_video

@@ -360,16 +360,17 @@ def azure_routes(get_sessions: Callable[[], Any], body_limit: Callable[[], int] 
             key = api_key(request.headers)
             body = await read_body(request, limit_of(svc))
             parsed = parse_create(body, request.headers.get("content-type", ""), api)
-            asked: list[Any] = []  # the parsed params, for the GA answer
+            asked: list[Any] = []  # the request's parameters, for the GA answer
 
             def parse() -> Any:
-                asked.append(out := parsed())
-                return out
+                params, reference = parsed()
+                asked.append(params)
+                return params, reference
 
             created = await svc.create(key, parse)  # parsed once the key is admitted
             if api.ga:
                 view = {"session_id": created["session_id"], "attempts": [], "session_expired": False,
-                        "max_attempts": asked[0][0].max_attempts, "verify_image": created.get("verify_image")}
+                        "max_attempts": asked[0].max_attempts, "verify_image": created.get("verify_image")}
                 return JSONResponse(ga_session(view, created["auth_token"], api))
             out: dict[str, Any] = {"sessionId": created["session_id"], "authToken": created["auth_token"]}
             if api.verify and created.get("verify_image") is not None:

@@ -51,6 +51,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from edge import render
 from edge.credentials import check_admin_key
 from edge.json_body import parse_object
+from liveness.challenges.service import chosen_challenges, refuse_choice_by_session_token
 from liveness.errors import (
     IMAGE_TOO_LARGE,
     INTERNAL_ERROR,
@@ -59,7 +60,6 @@ from liveness.errors import (
     NOT_READY,
     LivenessError,
 )
-from liveness.challenges.service import chosen_challenges, refuse_choice_by_session_token
 from liveness.sessions import flows, require_sessions
 
 log = logging.getLogger("liveness.challenge_ws")

@@ -96,10 +96,9 @@ def _not_found() -> LivenessError:
     return LivenessError(SESSION_NOT_FOUND, "No such challenge session for this API key.")
 
 
-
 def chosen_challenges(value: Any) -> list[str]:
-    """The one check of a caller's choice of challenges (HTTP, WebSocket and Socket.IO starts all
-    reach it through ``ChallengeService.start``)."""
+    """The one check of a caller's choice of challenges: ``ChallengeService.start`` runs it for
+    every start (HTTP, WebSocket, Socket.IO); the WebSocket also runs it on its start message."""
     if (not isinstance(value, list) or not 1 <= len(value) <= MAX_CHOSEN
             or not all(isinstance(c, str) and c in S.CHALLENGES for c in value)):
         raise LivenessError(INVALID_REQUEST, f"'challenges' must be a list of 1-{MAX_CHOSEN} of: {', '.join(S.CHALLENGES)}.")
@@ -111,6 +110,7 @@ def refuse_choice_by_session_token(chosen: bool) -> None:
     sends admin options)."""
     if chosen:
         raise LivenessError(INVALID_REQUEST, "A session token cannot choose challenges.")
+
 
 class ChallengeService:
     def __init__(
