@@ -145,7 +145,7 @@ def parse_start(text: str) -> dict[str, Any]:
 
 
 class _KeyDriver:
-    """The flow for an API key: ChallengeService charges it at completion."""
+    """The flow for an API key: ChallengeService charges its unit at the start."""
 
     def __init__(self, service: Any, api_key: str, challenges: list[str] | None, admin: bool) -> None:
         self.service, self.key, self.challenges, self.admin = service, api_key, challenges, admin
