@@ -5,10 +5,13 @@ and the done callbacks that settle a call's unit run by ``end``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 
 from edge import grpc_server as G
+from liveness.ports import free_port
 
 
 class Aborted(Exception):
@@ -57,3 +60,15 @@ class Context:
     async def abort(self, code, details="", trailing_metadata=()):
         self.trailing = dict(trailing_metadata)
         raise Aborted(code, details)
+
+
+@contextlib.asynccontextmanager
+async def served_channel(core: Any, observe: Callable[[str, str], None]) -> AsyncIterator[grpc.aio.Channel]:
+    """The worker's real gRPC server for ``core`` on a free loopback port, and a channel to it."""
+    settings = core.settings.model_copy(update={"grpc_host": "127.0.0.1", "grpc_port": free_port()})
+    server = await G.start_grpc_server(core, settings, observe=observe)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
+            yield channel
+    finally:
+        await G.stop_grpc_server(server, 0)

@@ -37,15 +37,13 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from edge import bws_grpc, bws_rest
-from edge import grpc_server as G
 from edge.bws_grpc import BWS_VERSION, IMPOSTOR_MEAN, IMPOSTOR_SD, LEVEL_Z, BwsServicer, pb2, pb2_grpc
 from liveness import errors as E
 from liveness.detection.base import Face
 from liveness.errors import LivenessError
 from liveness.keys.bws import AUDIENCE, LEEWAY_S, MAX_LIFETIME_S, BwsTokenVerifier, sign_client_jwt
 from liveness.pipeline import LivenessResult
-from liveness.ports import free_port
-from tests.edge.grpc_context import Aborted, Context
+from tests.edge.grpc_context import Aborted, Context, served_channel
 from tests.edge.helpers import YUNET_FACE_BOX, b64, jpeg, used, yunet_one_face
 from tests.fakes import Box, FakeBackend, detector_image, retinaface_responder
 from tests.video_helpers import encode
@@ -744,24 +742,19 @@ def test_grpc_photo_verify_without_verification_is_unavailable(make_core, clock)
 
 
 def test_grpc_the_bws_service_answers_on_our_grpc_port(core, client):
-    settings = core.settings.model_copy(update={"grpc_host": "127.0.0.1", "grpc_port": free_port()})
     observed: list[tuple[str, str]] = []
 
     async def scenario():
-        server = await G.start_grpc_server(core, settings, observe=lambda e, o: observed.append((e, o)))
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
-                stub = pb2_grpc.BioIDWebServiceStub(channel)
-                call = stub.LivenessDetection(images(LIVE), metadata=client.metadata(**{"reference-number": "w-1"}),
-                                              timeout=30)
-                response = await call
-                initial, trailing = dict(await call.initial_metadata()), dict(await call.trailing_metadata())
-                faulted = await stub.PhotoVerify(photo_request((LIVE,), NO_FACE), metadata=client.metadata(), timeout=30)
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await stub.PhotoVerify(photo_request((LIVE,), LIVE), timeout=30)
-                return response, initial, trailing, faulted, refused.value
-        finally:
-            await G.stop_grpc_server(server, 0)
+        async with served_channel(core, lambda e, o: observed.append((e, o))) as channel:
+            stub = pb2_grpc.BioIDWebServiceStub(channel)
+            call = stub.LivenessDetection(images(LIVE), metadata=client.metadata(**{"reference-number": "w-1"}),
+                                          timeout=30)
+            response = await call
+            initial, trailing = dict(await call.initial_metadata()), dict(await call.trailing_metadata())
+            faulted = await stub.PhotoVerify(photo_request((LIVE,), NO_FACE), metadata=client.metadata(), timeout=30)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.PhotoVerify(photo_request((LIVE,), LIVE), timeout=30)
+            return response, initial, trailing, faulted, refused.value
 
     response, initial, trailing, faulted, err = asyncio.run(scenario())
     assert (response.status, response.live) == (pb2.SUCCEEDED, True)

@@ -25,9 +25,8 @@ from liveness import errors as E
 from liveness.detection.base import Face
 from liveness.errors import LivenessError
 from liveness.pipeline import LivenessResult
-from liveness.ports import free_port
 from liveness.settings import Settings
-from tests.edge.grpc_context import Aborted, Context
+from tests.edge.grpc_context import Aborted, Context, served_channel
 from tests.edge.helpers import FACE, jpeg, used
 from tests.fakes import Box, FakeBackend, detector_image, retinaface_responder
 from tests.video_helpers import encode
@@ -439,26 +438,21 @@ def test_bad_videos_are_invalid_argument(video_h, video, code):
 
 def test_an_in_process_server_round_trip(make_core):
     core = make_core()
-    settings = core.settings.model_copy(update={"grpc_host": "127.0.0.1", "grpc_port": free_port()})
     token = Harness(core).token("wire")
     observed: list[tuple[str, str]] = []
 
     async def scenario():
-        server = await G.start_grpc_server(core, settings, observe=lambda e, o: observed.append((e, o)))
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
-                stub = pb2_grpc.LivenessWebServiceStub(channel)
-                call = stub.LivenessDetection(images(jpeg()), metadata=(
-                    ("authorization", f"Bearer {token}"), ("reference-number", "ref-7")), timeout=30)
-                response = await call
-                initial = dict(await call.initial_metadata())
-                trailing = dict(await call.trailing_metadata())
-                bad = stub.LivenessDetection(images(jpeg()), timeout=30)
-                with pytest.raises(grpc.aio.AioRpcError) as e:
-                    await bad
-                return response, initial, trailing, e.value
-        finally:
-            await G.stop_grpc_server(server, 0)
+        async with served_channel(core, lambda e, o: observed.append((e, o))) as channel:
+            stub = pb2_grpc.LivenessWebServiceStub(channel)
+            call = stub.LivenessDetection(images(jpeg()), metadata=(
+                ("authorization", f"Bearer {token}"), ("reference-number", "ref-7")), timeout=30)
+            response = await call
+            initial = dict(await call.initial_metadata())
+            trailing = dict(await call.trailing_metadata())
+            bad = stub.LivenessDetection(images(jpeg()), timeout=30)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await bad
+            return response, initial, trailing, e.value
 
     response, initial, trailing, err = asyncio.run(scenario())
     assert response.status == pb2.SUCCEEDED and response.live
